@@ -1,0 +1,343 @@
+"""Configuration: the TOML file of DESIGN.md, environment overrides, and every device's own model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from agent.driver import Driver, DriverConfig
+from agent.errors import ConfigError, DriverLoadError
+from agent.events import AGENT_DEVICE, ID_PATTERN, ID_RE
+from agent.registry import DriverInfo, discover, load
+from agent.units import Duration, Size
+
+DEFAULT_PATH = Path("/etc/store-edge-agent/agent.toml")
+CONFIG_ENV = "AGENT_CONFIG"
+ENV_PREFIX = "AGENT_"
+
+_base_dir: ContextVar[Path | None] = ContextVar("config_base_dir", default=None)
+
+
+def _relative_to_config(value: Path) -> Path:
+    base = _base_dir.get()
+    return value if value.is_absolute() or base is None else base / value
+
+
+ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]
+"""A path in the config file; a relative one is taken relative to the file's directory."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AgentSection(_Section):
+    store_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+    data_dir: ConfigPath = Path("/var/lib/store-edge-agent")
+    control_socket: ConfigPath = Path("/run/store-edge-agent/control.sock")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    drivers: list[str] | None = Field(
+        default=None, description="allowlist of driver names; unset loads every installed driver"
+    )
+    status_interval: Duration = 30.0
+    shutdown_flush: Duration = 5.0
+
+
+class GpioSection(_Section):
+    pin_factory: Literal["auto", "lgpio", "rpigpio", "mock"] = "auto"
+
+
+class MqttSection(_Section):
+    host: str = "localhost"
+    port: int = Field(default=1883, ge=1, le=65535)
+    tls: bool = False
+    ca_file: ConfigPath | None = None
+    cert_file: ConfigPath | None = None
+    key_file: ConfigPath | None = None
+    username: str = ""
+    password_file: ConfigPath | None = None
+    protocol: Literal["5", "3.1.1"] = "5"
+    topic_root: str = Field(default="retail", pattern=r"^[^#+]+$")
+    client_id: str = ""
+    keepalive: Duration = 30.0
+    max_inflight: int = Field(default=50, ge=1, le=1000)
+    reconnect_min: Duration = 1.0
+    reconnect_max: Duration = 60.0
+    auth_retry: Duration = Field(
+        default=300.0, description="wait after the broker refuses our credentials"
+    )
+
+    @field_validator("password_file", "ca_file", "cert_file", "key_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+class BufferSection(_Section):
+    max_bytes: Size = 256 * 1024**2
+    max_age: Duration = 7 * 86400.0
+    synchronous: Literal["full", "normal"] = "full"
+
+
+class ExitSection(_Section):
+    eas: str | None = None
+    door: str | None = None
+    camera: str | None = None
+    test_tag: str | None = None
+    sounder: str | None = None
+    alarm_within: Duration = 3.0
+    sounder_within: Duration = 3.0
+    motion_within: Duration = 5.0
+    schedule: str | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(value)
+            except ValueError as err:
+                raise ValueError(f"not a cron expression ('m h dom mon dow'): {err}") from err
+        return value
+
+    def devices(self) -> dict[str, str]:
+        """Role -> device id, for the roles that are set."""
+        roles = ("eas", "door", "camera", "test_tag", "sounder")
+        return {r: v for r in roles if (v := getattr(self, r))}
+
+
+class Settings(BaseSettings):
+    """The whole file; ``devices`` tables are checked afterwards by each driver's model."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    agent: AgentSection
+    gpio: GpioSection = GpioSection()
+    mqtt: MqttSection = MqttSection()
+    buffer: BufferSection = BufferSection()
+    devices: dict[str, dict[str, Any]] = {}
+    exits: dict[str, ExitSection] = {}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first: AGENT_<SECTION>__<KEY> overrides the file.
+        return env_settings, init_settings
+
+
+@dataclass(frozen=True)
+class Device:
+    """One configured device: its id, driver class and validated config."""
+
+    id: str
+    driver: type[Driver]
+    config: DriverConfig
+    exit: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration, ready to run."""
+
+    path: Path
+    settings: Settings
+    devices: dict[str, Device]
+    drivers: dict[str, DriverInfo] = field(repr=False)
+    hash: str
+
+    @property
+    def exits(self) -> dict[str, ExitSection]:
+        return self.settings.exits
+
+    def summary(self) -> str:
+        """The one line ``agent config check`` prints for a valid file."""
+        s = self.settings
+        by_driver: dict[str, int] = {}
+        for dev in self.devices.values():
+            by_driver[dev.driver.name] = by_driver.get(dev.driver.name, 0) + 1
+        drivers = ", ".join(f"{n} {d}" for d, n in sorted(by_driver.items())) or "no devices"
+        return (
+            f"{self.path}: OK: store {s.agent.store_id}, {len(self.devices)} devices ({drivers}), "
+            f"{len(s.exits)} exits, broker {s.mqtt.host}:{s.mqtt.port}"
+            f"{' tls' if s.mqtt.tls else ''}, config hash {self.hash}"
+        )
+
+
+def config_path(explicit: str | Path | None = None) -> Path:
+    """``--config``, else ``AGENT_CONFIG``, else ``/etc/store-edge-agent/agent.toml``."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(CONFIG_ENV)
+    return Path(env) if env else DEFAULT_PATH
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(p).upper() for p in loc)
+
+
+def _describe(path: Path, loc: tuple[Any, ...], msg: str, value: Any, *, has_value: bool) -> str:
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    source = f" (from environment {_env_name(loc)})" if os.environ.get(_env_name(loc)) else ""
+    got = f": got {value!r}" if has_value else ""
+    return f"{path}: {key}{source}{got}: {msg}"
+
+
+def _problems(path: Path, err: ValidationError, prefix: tuple[Any, ...] = ()) -> list[str]:
+    out = []
+    for e in err.errors():
+        loc = prefix + tuple(e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (a typo?)"
+            out.append(_describe(path, loc, msg, None, has_value=False))
+        elif e["type"] == "missing":
+            out.append(_describe(path, loc, "required key is missing", None, has_value=False))
+        else:
+            if e["type"] == "literal_error" and "expected" in e.get("ctx", {}):
+                msg = f"accepted: {e['ctx']['expected']}"
+            out.append(_describe(path, loc, msg, e.get("input"), has_value=True))
+    return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as err:
+        raise ConfigError([f"{path}: no such file (set --config or {CONFIG_ENV})"]) from err
+    except PermissionError as err:
+        raise ConfigError([f"{path}: cannot read it: permission denied"]) from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError([f"{path}: not valid TOML: {err}"]) from err
+
+
+def _check_devices(
+    path: Path, settings: Settings, drivers: dict[str, DriverInfo]
+) -> tuple[dict[str, Device], list[str]]:
+    problems: list[str] = []
+    devices: dict[str, Device] = {}
+    exit_of = {dev: name for name, ex in settings.exits.items() for dev in ex.devices().values()}
+    for dev_id, table in settings.devices.items():
+        where = ("devices", dev_id)
+        if not ID_RE.match(dev_id) or dev_id == AGENT_DEVICE:
+            problems.append(_describe(
+                path, where, f"device id must match {ID_PATTERN} and not be 'agent'", dev_id,
+                has_value=True,
+            ))
+            continue
+        if not isinstance(table, dict):
+            problems.append(_describe(path, where, "must be a table", table, has_value=True))
+            continue
+        options = dict(table)
+        name = options.pop("driver", None)
+        if not name:
+            problems.append(_describe(
+                path, (*where, "driver"), "required key is missing (the driver name; see "
+                "`agent drivers`)", None, has_value=False,
+            ))
+            continue
+        try:
+            cls = load(name, drivers)
+        except DriverLoadError as err:
+            problems.append(_describe(path, (*where, "driver"), str(err), name, has_value=True))
+            continue
+        try:
+            config = cls.Config.model_validate(options)
+        except ValidationError as err:
+            problems.extend(_problems(path, err, where))
+            continue
+        devices[dev_id] = Device(dev_id, cls, config, exit_of.get(dev_id))
+
+    claimed: dict[str, str] = {}
+    for dev in devices.values():
+        for res in dev.config.resources():
+            if res in claimed:
+                problems.append(
+                    f"{path}: devices.{dev.id}: claims {res}, already claimed by "
+                    f"devices.{claimed[res]}"
+                )
+            else:
+                claimed[res] = dev.id
+
+    for exit_name, ex in settings.exits.items():
+        if not ID_RE.match(exit_name):
+            problems.append(_describe(
+                path, ("exits", exit_name), f"exit name must match {ID_PATTERN}", exit_name,
+                has_value=True,
+            ))
+        for role, dev_id in ex.devices().items():
+            if dev_id not in settings.devices:
+                problems.append(_describe(
+                    path, ("exits", exit_name, role), "no such device in [devices]", dev_id,
+                    has_value=True,
+                ))
+    return devices, problems
+
+
+def load_config(
+    path: str | Path | None = None, *, drivers: dict[str, DriverInfo] | None = None
+) -> Config:
+    """Read, validate and resolve the configuration.
+
+    Raises:
+        ConfigError: with every problem found, each naming the file and the key path.
+    """
+    path = config_path(path)
+    raw = _read_toml(path)
+    token = _base_dir.set(path.parent.resolve())
+    try:
+        try:
+            settings = Settings(**raw)
+        except ValidationError as err:
+            raise ConfigError(_problems(path, err)) from err
+        if drivers is None:
+            drivers = discover(settings.agent.drivers)
+        devices, problems = _check_devices(path, settings, drivers)
+    finally:
+        _base_dir.reset(token)
+    if problems:
+        raise ConfigError(problems)
+    digest = hashlib.sha256(
+        json.dumps(settings.model_dump(mode="json"), sort_keys=True).encode()
+    ).hexdigest()[:12]
+    return Config(path=path, settings=settings, devices=devices, drivers=drivers, hash=digest)
+
+
+def read_secret(path: Path | None, what: str) -> str:
+    """The first line of a secret file (a password), without its newline.
+
+    Raises:
+        ConfigError: the file cannot be read; the message names the file, never the secret.
+    """
+    if path is None:
+        return ""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()[0] if path.stat().st_size else ""
+    except OSError as err:
+        raise ConfigError([f"{path}: cannot read {what}: {err.strerror}"]) from err

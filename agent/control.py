@@ -1,0 +1,169 @@
+"""The control socket: JSON lines over a Unix socket, for ``agent status``, ``sim`` and ``selftest``.
+
+A request is one line ``{"command": ..., ...params}``. The server answers with zero or more
+``{"progress": ...}`` lines (for long commands) and one final line
+``{"status": "ok", ...}`` or ``{"status": "error", "error": ...}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from agent.commands import CommandError, Commands
+from agent.errors import ControlError
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 1024 * 1024
+PROGRESS_KEY = "_progress"
+"""Handlers that stream put an ``asyncio.Queue`` here in their params (the server's)."""
+
+
+class ControlServer:
+    """Serves ``commands`` on ``path``, mode 0660 (owner and group only)."""
+
+    def __init__(self, path: Path, commands: Commands) -> None:
+        self.path = path
+        self.commands = commands
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        """Bind the socket, replacing a stale one.
+
+        Raises:
+            OSError: the directory is missing or not writable.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() or self.path.is_symlink():
+            if _alive(self.path):
+                raise OSError(f"another agent is already listening on {self.path}")
+            self.path.unlink()
+        old = os.umask(0o117)
+        try:
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), limit=MAX_LINE
+            )
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o660)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
+            reply: dict[str, Any]
+            try:
+                request = json.loads(line or b"{}")
+                if not isinstance(request, dict) or not isinstance(request.get("command"), str):
+                    raise CommandError('expected a JSON object with "command"')
+                progress: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+                request[PROGRESS_KEY] = progress
+                task = asyncio.create_task(self.commands.call(request.pop("command"), request))
+                await _relay(progress, task, writer)
+                reply = {"status": "ok", **task.result()}
+            except (CommandError, json.JSONDecodeError, UnicodeDecodeError) as err:
+                reply = {"status": "error", "error": str(err)}
+            except Exception as err:
+                log.exception("control command failed")
+                reply = {"status": "error", "error": f"internal error: {err}"}
+            writer.write(json.dumps(reply, default=str).encode() + b"\n")
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+async def _relay(
+    progress: asyncio.Queue[dict[str, Any] | None],
+    task: asyncio.Task[dict[str, Any]],
+    writer: asyncio.StreamWriter,
+) -> None:
+    """Forward progress lines until the command finishes."""
+    while True:
+        getter = asyncio.ensure_future(progress.get())
+        done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+        if getter in done:
+            item = getter.result()
+            if item is not None:
+                writer.write(json.dumps({"progress": item}, default=str).encode() + b"\n")
+                await writer.drain()
+            continue
+        getter.cancel()
+        while not progress.empty():
+            item = progress.get_nowait()
+            if item is not None:
+                writer.write(json.dumps({"progress": item}, default=str).encode() + b"\n")
+        return
+
+
+def _alive(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+        return True
+
+
+def request(path: Path, command: str, *, timeout: float = 30.0, **params: Any) -> Iterator[
+    dict[str, Any]
+]:
+    """Send one command; yield each progress item, then the final reply (``status`` key).
+
+    Raises:
+        ControlError: no agent listens on ``path`` (not running, or no permission).
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(path))
+    except FileNotFoundError as err:
+        sock.close()
+        raise ControlError(f"the agent is not running (no control socket at {path})") from err
+    except PermissionError as err:
+        sock.close()
+        raise ControlError(
+            f"no permission to use {path}: run as root or as a member of the agent's group"
+        ) from err
+    except OSError as err:
+        sock.close()
+        raise ControlError(f"the agent does not answer on {path}: {err.strerror}") from err
+    with sock, sock.makefile("rwb") as stream:
+        stream.write(json.dumps({"command": command, **params}).encode() + b"\n")
+        stream.flush()
+        for line in stream:
+            message = json.loads(line)
+            if "progress" in message:
+                yield message["progress"]
+                continue
+            yield message
+            return
+    raise ControlError(f"the agent closed {path} without answering")
+
+
+def call(path: Path, command: str, *, timeout: float = 30.0, **params: Any) -> dict[str, Any]:
+    """``request()`` for commands without progress: the final reply.
+
+    Raises:
+        ControlError: not reachable; CommandError: the agent answered with an error.
+    """
+    replies = list(request(path, command, timeout=timeout, **params))
+    reply = replies[-1] if replies else {}
+    if reply.get("status") != "ok":
+        raise CommandError(str(reply.get("error", "no answer")))
+    return reply

@@ -1,0 +1,181 @@
+"""The driver SDK: the base class a hardware driver subclasses, its config model and context."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from agent.errors import AgentError
+
+if TYPE_CHECKING:
+    from agent.config import Settings
+
+__all__ = [
+    "ActionError",
+    "Driver",
+    "DriverConfig",
+    "DriverContext",
+    "HealthCheck",
+]
+
+
+class DriverConfig(BaseModel):
+    """Base of a driver's ``[devices.<id>]`` model. Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def resources(self) -> list[str]:
+        """Exclusive resources this device claims, e.g. ``["gpio:17"]`` or ``["serial:/dev/ttyUSB0"]``.
+
+        Two devices claiming one resource is a configuration error naming both.
+        """
+        return []
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """One read-only check a self-test shows: ``serial port open``, ``clock offset``..."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+class ActionError(AgentError, ValueError):
+    """An action that the driver does not accept, or with bad parameters."""
+
+
+class DriverContext(Protocol):
+    """What the core gives a driver. Every method is safe to call from any thread."""
+
+    store_id: str
+    settings: Settings
+
+    def emit(
+        self,
+        device_id: str,
+        event_type: str,
+        data: dict[str, Any] | None,
+        *,
+        time: float | None = None,
+        subject: str | None = None,
+    ) -> str:
+        """Validate, stamp and queue one event for the durable buffer; return its id."""
+        ...
+
+    def publish_state(self, device_id: str, state: dict[str, Any]) -> None:
+        """Replace the device's retained state (``<root>/state/<device_id>``)."""
+        ...
+
+    def data_dir(self, device_id: str) -> Path:
+        """A directory of the device's own under the agent's data directory (created)."""
+        ...
+
+
+class Driver:
+    """A driver: one instance per configured device, running as a long-lived task.
+
+    Subclasses set the metadata class attributes and ``Config``, and implement ``run()``.
+    ``run()`` reconnects on its own with backoff (see ``agent.backoff.Backoff``) and reports
+    losing the hardware with ``set_offline(reason)``; if it raises, the core logs it and
+    restarts it after a delay.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "0"
+    vendor: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    emits: ClassVar[tuple[str, ...]] = ()
+    """Catalogue event types this driver emits (``device.*`` is implied)."""
+    actions: ClassVar[tuple[str, ...]] = ()
+    """Actions accepted by ``action()``, e.g. ``("on", "off", "pulse")``."""
+    Config: ClassVar[type[DriverConfig]] = DriverConfig
+
+    def __init__(self, device_id: str, config: DriverConfig, context: DriverContext) -> None:
+        self.device_id = device_id
+        self.config = config
+        self.context = context
+        self.log = logging.LoggerAdapter(
+            logging.getLogger(f"drivers.{self.name or type(self).__name__}"),
+            {"device": device_id, "driver": self.name},
+        )
+        self._lock = threading.Lock()
+        self._online: bool | None = None
+        self._state: dict[str, Any] = {"online": False, "since": None}
+
+    async def run(self) -> None:
+        """Talk to the hardware until cancelled. Must stop within 2 s of cancellation."""
+        raise NotImplementedError
+
+    async def health(self) -> list[HealthCheck]:
+        """Read-only checks for self-tests; the default reports whether the device is online."""
+        reason = self._state.get("reason", "")
+        return [HealthCheck("online", bool(self._online), "" if self._online else str(reason))]
+
+    async def action(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Carry out one of ``actions``; return what was done.
+
+        Raises:
+            ActionError: unknown action or bad parameters.
+        """
+        raise ActionError(f"device {self.device_id!r} ({self.name}) accepts no action {name!r}")
+
+    # -- helpers for subclasses ---------------------------------------------------------
+
+    def emit(
+        self,
+        event_type: str,
+        data: dict[str, Any] | None = None,
+        *,
+        time: float | None = None,
+        subject: str | None = None,
+    ) -> str:
+        """Emit one catalogue event from this device; ``time`` is when it was observed (epoch s).
+
+        Raises:
+            EventError: the type is not in the catalogue or ``data`` does not fit it.
+        """
+        return self.context.emit(self.device_id, event_type, data, time=time, subject=subject)
+
+    @property
+    def online(self) -> bool:
+        """Whether the device was last reported online."""
+        return bool(self._online)
+
+    def set_online(self) -> None:
+        """Report the device reachable; emits ``device.online`` only on a change."""
+        with self._lock:
+            if self._online:
+                return
+            self._online = True
+            self._state.pop("reason", None)
+        self.emit("device.online")
+        self.update_state(online=True, since=time.time())
+
+    def set_offline(self, reason: str) -> None:
+        """Report the device lost; emits ``device.offline`` with ``reason`` only on a change."""
+        with self._lock:
+            if self._online is False and self._state.get("reason") == reason:
+                return
+            self._online = False
+        self.emit("device.offline", {"reason": reason})
+        self.update_state(online=False, since=time.time(), reason=reason)
+
+    def update_state(self, **fields: Any) -> None:
+        """Merge ``fields`` into the device's retained state and publish it."""
+        with self._lock:
+            self._state.update(fields)
+            state = dict(self._state)
+        self.context.publish_state(self.device_id, state)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """A copy of the device's current state, as published."""
+        with self._lock:
+            return dict(self._state)

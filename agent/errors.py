@@ -1,0 +1,30 @@
+"""The agent's exception tree: one root, each also subclassing the matching built-in."""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Root of every error the agent raises on purpose."""
+
+
+class ConfigError(AgentError, ValueError):
+    """The configuration file or an override is invalid.
+
+    ``problems`` holds one readable line per problem, each naming the file and key path.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class EventError(AgentError, ValueError):
+    """A driver emitted an event outside the catalogue or with invalid data."""
+
+
+class DriverLoadError(AgentError, ImportError):
+    """A driver's entry point could not be imported or is not a Driver class."""
+
+
+class ControlError(AgentError, ConnectionError):
+    """The running agent could not be reached over its control socket."""

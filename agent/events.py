@@ -1,0 +1,267 @@
+"""The CloudEvents envelope, the v1 event catalogue and the JSON Schema built from them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time as _time
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from agent.errors import EventError
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+"""Device ids and exit names; ``agent`` is reserved for the agent's own events."""
+ID_RE = re.compile(ID_PATTERN)
+AGENT_DEVICE = "agent"
+
+
+class _Data(BaseModel):
+    # Fields may grow (DESIGN.md): a vendor may add data, but the catalogue's fields are checked.
+    model_config = ConfigDict(extra="allow")
+
+
+class _NoData(_Data):
+    pass
+
+
+class EasAlarm(_Data):
+    direction: Literal["in", "out", "unknown"] = "unknown"
+    pedestal: str | int | None = None
+    level: float | None = None
+    raw: str | None = None
+
+
+class EasInterference(_Data):
+    inhibit: bool
+    level: float | None = None
+    raw: str | None = None
+
+
+class EasFault(_Data):
+    reason: str
+    raw: str | None = None
+
+
+class EasPeopleCount(_Data):
+    in_: int = Field(alias="in", ge=0)
+    out: int = Field(ge=0)
+    interval_s: float | None = None
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class DoorHeldOpen(_Data):
+    open_for_s: float
+
+
+class DoorInputTrouble(_Data):
+    condition: Literal["open", "short", "tamper"]
+
+
+class CameraMotion(_Data):
+    active: bool
+    topic: str
+    source: str | None = None
+
+
+class CameraTamper(_Data):
+    active: bool
+    kind: str
+    topic: str
+
+
+class CameraInput(_Data):
+    input: str
+    active: bool
+
+
+class CameraSnapshot(_Data):
+    path: str
+    sha256: str
+    bytes: int
+    trigger_id: str
+
+
+class DeviceOffline(_Data):
+    reason: str
+
+
+class AgentLifecycle(_Data):
+    version: str
+    config_hash: str
+
+
+class EventsDropped(_Data):
+    count: int | None = Field(description="events dropped; null when unknown (a corrupt buffer)")
+    first_seq: int | None
+    last_seq: int | None
+    reason: str
+
+
+class SelftestRun(_Data):
+    exit: str
+    run_id: str
+
+
+class SelftestStep(SelftestRun):
+    step: str
+    result: Literal["pass", "fail", "skip"]
+    detail: str = ""
+    latency_ms: float | None = None
+
+
+CATALOGUE: dict[str, type[_Data]] = {
+    "eas.alarm": EasAlarm,
+    "eas.interference": EasInterference,
+    "eas.fault": EasFault,
+    "eas.people_count": EasPeopleCount,
+    "door.opened": _NoData,
+    "door.closed": _NoData,
+    "door.held_open": DoorHeldOpen,
+    "door.forced": _NoData,
+    "door.input_trouble": DoorInputTrouble,
+    "camera.motion": CameraMotion,
+    "camera.tamper": CameraTamper,
+    "camera.input": CameraInput,
+    "camera.snapshot": CameraSnapshot,
+    "device.online": _NoData,
+    "device.offline": DeviceOffline,
+    "agent.started": AgentLifecycle,
+    "agent.stopping": AgentLifecycle,
+    "agent.clock_synced": _NoData,
+    "agent.events_dropped": EventsDropped,
+    "selftest.started": SelftestRun,
+    "selftest.step": SelftestStep,
+    "selftest.passed": SelftestRun,
+    "selftest.failed": SelftestRun,
+}
+"""Event type -> model of its ``data`` (catalogue v1, DESIGN.md)."""
+
+# Priority when the buffer is full: lowest is dropped first (DESIGN.md "Durability").
+PRIORITY_TELEMETRY, PRIORITY_NORMAL, PRIORITY_FAULT, PRIORITY_ALARM = 0, 1, 2, 3
+_PRIORITY = {
+    "eas.people_count": PRIORITY_TELEMETRY,
+    "eas.fault": PRIORITY_FAULT,
+    "eas.interference": PRIORITY_FAULT,
+    "door.input_trouble": PRIORITY_FAULT,
+    "door.held_open": PRIORITY_FAULT,
+    "camera.tamper": PRIORITY_FAULT,
+    "device.offline": PRIORITY_FAULT,
+    "device.online": PRIORITY_FAULT,
+    "eas.alarm": PRIORITY_ALARM,
+    "door.forced": PRIORITY_ALARM,
+    "agent.events_dropped": PRIORITY_ALARM,
+}
+
+
+def priority_of(event_type: str) -> int:
+    """Buffer priority of ``event_type``: alarms and self-test results are kept longest."""
+    if event_type.startswith("selftest."):
+        return PRIORITY_ALARM
+    if event_type.startswith("agent."):
+        return PRIORITY_FAULT
+    return _PRIORITY.get(event_type, PRIORITY_NORMAL)
+
+
+_ADAPTERS = {name: TypeAdapter(model) for name, model in CATALOGUE.items()}
+
+
+def validate_data(event_type: str, data: dict[str, Any] | None) -> dict[str, Any]:
+    """Check ``data`` against the catalogue and return its JSON form.
+
+    Raises:
+        EventError: ``event_type`` is not in the catalogue, or ``data`` does not fit it.
+    """
+    adapter = _ADAPTERS.get(event_type)
+    if adapter is None:
+        raise EventError(
+            f"event type {event_type!r} is not in the catalogue; known: {', '.join(CATALOGUE)}"
+        )
+    try:
+        model = adapter.validate_python(data or {})
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'data'}: {e['msg']}" for e in err.errors()
+        )
+        raise EventError(f"invalid data for {event_type}: {problems}") from err
+    dumped: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return dumped
+
+
+def uuid7(unix_ms: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562): time-ordered, so ids sort roughly by emission."""
+    ms = _time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & 0x3FFF_FFFF_FFFF_FFFF
+    return str(uuid.UUID(int=value))
+
+
+def rfc3339(when: datetime | float | None = None) -> str:
+    """RFC 3339 UTC with milliseconds, e.g. ``2026-11-23T18:38:08.123Z``."""
+    if when is None:
+        when = _time.time()
+    if isinstance(when, int | float):
+        when = datetime.fromtimestamp(when, UTC)
+    elif when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+class Envelope(BaseModel):
+    """One event as published: CloudEvents 1.0, structured JSON mode (DESIGN.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(description="UUIDv7, stable across retries and restarts: the dedupe key")
+    source: str = Field(pattern=r"^urn:store-edge-agent:[^:]+:[a-z0-9][a-z0-9_-]{0,62}$")
+    type: str
+    time: str = Field(description="RFC 3339 UTC with milliseconds: when the observation was made")
+    subject: str | None = Field(default=None, description="the exit or zone, when known")
+    datacontenttype: Literal["application/json"] = "application/json"
+    storeid: str
+    deviceid: str = Field(pattern=ID_PATTERN)
+    seq: int = Field(ge=1, description="per agent, in buffer-commit order, never reused or skipped")
+    bootid: str
+    clocksynced: bool
+    test: bool = False
+    data: dict[str, Any]
+
+
+def parse_envelope(payload: bytes | str) -> Envelope:
+    """Parse and check one published event, including its ``data`` against the catalogue.
+
+    Raises:
+        EventError: the payload is not a valid event.
+    """
+    try:
+        env = Envelope.model_validate_json(payload)
+    except ValidationError as err:
+        raise EventError(f"invalid envelope: {err}") from err
+    validate_data(env.type, env.data)
+    return env
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the envelope and of every type's ``data`` (what ``agent schema`` prints)."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "store-edge-agent events v1",
+        "envelope": Envelope.model_json_schema(),
+        "data": {
+            name: model.model_json_schema(by_alias=True) for name, model in CATALOGUE.items()
+        },
+    }
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact UTF-8 JSON, the form every payload is published in."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()

@@ -1,0 +1,93 @@
+"""Driver discovery through the ``store_edge_agent.drivers`` entry-point group."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from importlib import metadata
+
+from agent.driver import Driver
+from agent.errors import DriverLoadError
+
+GROUP = "store_edge_agent.drivers"
+ALLOW_ENV = "AGENT_DRIVERS_ALLOW"
+"""Comma-separated driver names; when set, only these load (like Datasette's plugin allowlist)."""
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DriverInfo:
+    """One installed driver as ``agent drivers`` shows it."""
+
+    name: str
+    package: str
+    package_version: str
+    entry_point: str
+    cls: type[Driver] | None = None
+    error: str | None = None
+    allowed: bool = True
+
+    @property
+    def loads(self) -> bool:
+        return self.cls is not None
+
+
+def _allowlist(allow: list[str] | None) -> set[str] | None:
+    env = os.environ.get(ALLOW_ENV)
+    if env is not None:
+        return {name.strip() for name in env.split(",") if name.strip()}
+    return set(allow) if allow is not None else None
+
+
+def discover(allow: list[str] | None = None) -> dict[str, DriverInfo]:
+    """Load every installed driver; failures are recorded on the entry, never raised.
+
+    ``allow`` (``[agent] drivers``) or the ``AGENT_DRIVERS_ALLOW`` variable limits which load.
+    """
+    allowed = _allowlist(allow)
+    found: dict[str, DriverInfo] = {}
+    for ep in metadata.entry_points(group=GROUP):
+        dist = ep.dist
+        info = DriverInfo(
+            name=ep.name,
+            package=dist.name if dist else "?",
+            package_version=dist.version if dist else "?",
+            entry_point=ep.value,
+        )
+        if ep.name in found:
+            info.error = f"name also registered by {found[ep.name].package}; ignored"
+            log.warning("driver %r from %s: %s", ep.name, info.package, info.error)
+            continue
+        found[ep.name] = info
+        if allowed is not None and ep.name not in allowed:
+            info.allowed = False
+            info.error = "not in the driver allowlist"
+            continue
+        try:
+            cls = ep.load()
+        except Exception as err:  # a vendor package may fail in any way on import
+            info.error = f"import failed: {type(err).__name__}: {err}"
+            log.warning("driver %r from %s skipped: %s", ep.name, info.package, info.error)
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, Driver)):
+            info.error = f"{ep.value} is not a subclass of agent.driver.Driver"
+            continue
+        info.cls = cls
+    return found
+
+
+def load(name: str, drivers: dict[str, DriverInfo]) -> type[Driver]:
+    """The driver class called ``name``.
+
+    Raises:
+        DriverLoadError: not installed, not allowed, or failed to import.
+    """
+    info = drivers.get(name)
+    if info is None:
+        known = ", ".join(sorted(drivers)) or "none"
+        raise DriverLoadError(f"no driver called {name!r} is installed (installed: {known})")
+    if info.cls is None:
+        raise DriverLoadError(f"driver {name!r} from {info.package} cannot be used: {info.error}")
+    return info.cls

@@ -1,0 +1,201 @@
+"""``agent run``: builds the pipeline, the publisher and the drivers, and stops them in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+
+from paho.mqtt.properties import Properties
+
+from agent import __version__
+from agent.buffer import Buffer
+from agent.commands import CommandError, Commands, parse_request
+from agent.config import Config
+from agent.control import ControlServer
+from agent.driver import Driver
+from agent.pipeline import Pipeline
+from agent.publisher import Publisher
+from agent.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    """The running service. ``await run()`` until SIGTERM/SIGINT or ``request_stop()``."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        settings = config.settings
+        self.started_at = time.time()
+        self.buffer = Buffer(
+            settings.agent.data_dir / "buffer.db",
+            max_bytes=settings.buffer.max_bytes,
+            max_age=settings.buffer.max_age,
+            synchronous=settings.buffer.synchronous,
+            on_dropped=lambda report: self.pipeline.dropped_event(report),
+        )
+        self.pipeline = Pipeline(config, self.buffer)
+        self.commands = Commands()
+        self.commands.register("status", self._status_command)
+        self.publisher = Publisher(
+            settings.mqtt, settings.agent.store_id, self.buffer,
+            ack=self.pipeline.ack, on_request=self._on_mqtt_request,
+        )
+        self.pipeline.on_commit = self.publisher.wake
+        self.pipeline.on_state = lambda dev, state: self.publisher.retain(
+            self.publisher.topics.state(dev), state
+        )
+        self.drivers: list[Driver] = [
+            dev.driver(dev.id, dev.config, self.pipeline) for dev in config.devices.values()
+        ]
+        self.supervisor = Supervisor(self.drivers)
+        self.control = ControlServer(settings.agent.control_socket, self.commands)
+        self.last_selftest: dict[str, Any] | None = None
+        self._stop = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    async def run(self) -> int:
+        """Run until stopped; returns the process exit code."""
+        self._loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self._stop.set)
+        settings = self.config.settings
+        self.buffer.open()
+        self.pipeline.start()
+        if self.buffer.reset_report is not None:
+            self.pipeline.emit_agent("agent.events_dropped", self.buffer.reset_report.data())
+        self.publisher.start()
+        try:
+            await self.control.start()
+        except OSError as err:
+            log.error("control socket %s unavailable (agent status and selftest cannot reach "
+                      "this agent): %s", settings.agent.control_socket, err)
+        lifecycle = {"version": __version__, "config_hash": self.config.hash}
+        self.pipeline.emit_agent("agent.started", lifecycle)
+        self.supervisor.start()
+        log.info(
+            "agent %s started: store %s, %d devices, buffer %s (%d events waiting)",
+            __version__, settings.agent.store_id, len(self.drivers), self.buffer.path,
+            self.buffer.stats().depth,
+        )
+        status_task = asyncio.create_task(self._status_loop(), name="status")
+        clock_task = asyncio.create_task(self._clock_loop(), name="clock")
+        await self._stop.wait()
+
+        log.info("stopping: drivers first, then flushing events to the broker")
+        self.pipeline.emit_agent("agent.stopping", lifecycle)
+        status_task.cancel()
+        clock_task.cancel()
+        await self.supervisor.stop()
+        flush = settings.agent.shutdown_flush
+        await asyncio.to_thread(self.pipeline.wait_committed, flush)
+        if self.publisher.connected:
+            drained = await asyncio.to_thread(self.publisher.wait_drained, flush)
+            if not drained:
+                log.warning("broker did not take every event within %.0f s; they stay buffered",
+                            flush)
+        self.publish_status()
+        await self.control.stop()
+        await asyncio.to_thread(self.publisher.stop)
+        await asyncio.to_thread(self.pipeline.stop)
+        self.buffer.close()
+        log.info("stopped")
+        return 0
+
+    async def _status_loop(self) -> None:
+        while True:
+            self.publish_status()
+            await asyncio.sleep(self.config.settings.agent.status_interval)
+
+    async def _clock_loop(self) -> None:
+        """Announce the moment an unsynchronised clock becomes NTP-synchronised."""
+        if self.pipeline.clock.synced:
+            return
+        log.warning("system clock is not NTP-synchronised: events carry clocksynced=false")
+        while not self.pipeline.clock.synced:
+            await asyncio.sleep(5)
+        log.info("system clock is now NTP-synchronised")
+        self.pipeline.emit_agent("agent.clock_synced")
+
+    # -- status ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """What ``agent status`` and the retained ``agent/status`` topic show."""
+        stats = self.buffer.stats()
+        pub = self.publisher
+        return {
+            "version": __version__,
+            "storeid": self.config.settings.agent.store_id,
+            "bootid": self.pipeline.bootid,
+            "config_hash": self.config.hash,
+            "started": self.started_at,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "clocksynced": self.pipeline.clock.synced,
+            "broker": {
+                "connected": pub.connected,
+                "host": f"{pub.mqtt.host}:{pub.mqtt.port}",
+                "published": pub.published,
+                "reconnects": pub.reconnects,
+                "last_error": pub.last_error,
+            },
+            "buffer": {
+                "depth": stats.depth,
+                "bytes": stats.bytes,
+                "oldest_age_s": round(stats.oldest_age, 1) if stats.oldest_age else None,
+                "next_seq": stats.next_seq,
+                "dropped": dict(self.pipeline.dropped),
+                "last_error": self.pipeline.last_commit_error,
+            },
+            "devices": {
+                d.device_id: {
+                    "driver": d.name,
+                    "driver_version": d.version,
+                    "online": d.online,
+                    "restarts": self.supervisor.restarts.get(d.device_id, 0),
+                    "finished": d.device_id in self.supervisor.finished,
+                    "state": d.state,
+                }
+                for d in self.drivers
+            },
+            "last_selftest": self.last_selftest,
+        }
+
+    def publish_status(self) -> None:
+        self.publisher.retain(self.publisher.topics.status, self.status())
+
+    async def _status_command(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"agent": self.status()}
+
+    # -- remote requests -----------------------------------------------------------------------
+
+    def _on_mqtt_request(self, command: str, payload: bytes, props: Properties | None) -> None:
+        """Called on the MQTT thread: hand over to the event loop."""
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._answer(command, payload, props), self._loop)
+
+    async def _answer(self, command: str, payload: bytes, props: Properties | None) -> None:
+        topic = self.publisher.topics.response(command)
+        correlation = None
+        if props is not None:
+            topic = getattr(props, "ResponseTopic", None) or topic
+            correlation = getattr(props, "CorrelationData", None)
+        request_id: str | None = None
+        try:
+            request_id, params = parse_request(payload)
+            result = await self.commands.call(command, params)
+            reply = {"id": request_id, "status": "ok", **result}
+        except CommandError as err:
+            reply = {"id": request_id, "status": "error", "error": str(err)}
+        except Exception as err:
+            log.exception("remote command %s failed", command)
+            reply = {"id": request_id, "status": "error", "error": f"internal error: {err}"}
+        self.publisher.respond(topic, reply, correlation)

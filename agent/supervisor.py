@@ -1,0 +1,73 @@
+"""Runs each device's driver as a task and restarts it with backoff when it fails."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from agent.backoff import Backoff
+from agent.driver import Driver
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE = 2.0
+"""Seconds a driver gets to finish after cancellation (the conformance kit checks it)."""
+STABLE_AFTER = 60.0
+"""A driver that ran this long before failing starts its backoff afresh."""
+
+
+class Supervisor:
+    """One task per driver; a crash is logged, reported offline and retried, never fatal."""
+
+    def __init__(self, drivers: list[Driver], *, restart_min: float = 1.0,
+                 restart_max: float = 60.0) -> None:
+        self.drivers = {d.device_id: d for d in drivers}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._restart = (restart_min, restart_max)
+        self.restarts: dict[str, int] = dict.fromkeys(self.drivers, 0)
+        self.finished: set[str] = set()
+
+    def start(self) -> None:
+        for device_id, driver in self.drivers.items():
+            self._tasks[device_id] = asyncio.create_task(
+                self._keep_running(driver), name=f"driver:{device_id}"
+            )
+
+    async def _keep_running(self, driver: Driver) -> None:
+        backoff = Backoff(initial=self._restart[0], cap=self._restart[1])
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            try:
+                await driver.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                if loop.time() - started > STABLE_AFTER:
+                    backoff.reset()
+                delay = backoff.next()
+                self.restarts[driver.device_id] += 1
+                driver.log.exception("driver failed; restarting in %.1f s", delay)
+                try:
+                    driver.set_offline(f"driver error: {type(err).__name__}: {err}"[:200])
+                except Exception:
+                    driver.log.exception("reporting the failure failed")
+                await asyncio.sleep(delay)
+            else:
+                self.finished.add(driver.device_id)
+                driver.log.info("driver finished")
+                return
+
+    async def stop(self) -> None:
+        """Cancel every driver and wait up to ``STOP_GRACE`` seconds for them."""
+        for task in self._tasks.values():
+            task.cancel()
+        if not self._tasks:
+            return
+        done, pending = await asyncio.wait(self._tasks.values(), timeout=STOP_GRACE)
+        for task in pending:
+            log.warning("driver task %s did not stop within %.0f s", task.get_name(), STOP_GRACE)
+        for task in done:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                task.result()

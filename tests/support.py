@@ -1,0 +1,248 @@
+"""Real components for the tests: a mosquitto broker, a subscriber, and the real `agent` process."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.testing import write_config
+
+AGENT_BIN = str(Path(sys.executable).with_name("agent"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
+               interval: float = 0.02) -> Any:
+    """Poll ``predicate`` until it is truthy; return its value or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Broker:
+    """A real mosquitto on a free loopback port, restartable on the same port."""
+
+    def __init__(self, workdir: Path, *, password: dict[str, str] | None = None,
+                 tls: dict[str, Path] | None = None) -> None:
+        if shutil.which("mosquitto") is None:
+            raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        lines = [
+            f"listener {self.port} {self.host}",
+            f"allow_anonymous {'false' if password else 'true'}",
+            "persistence false",
+            "max_inflight_messages 0",
+            "max_queued_messages 0",
+            f"user {pwd.getpwuid(os.getuid()).pw_name}",
+            "log_type error",
+            "log_type warning",
+        ]
+        if password:
+            pwfile = self.dir / "passwd"
+            pwfile.write_text("")
+            for user, secret in password.items():
+                subprocess.run(["mosquitto_passwd", "-b", str(pwfile), user, secret], check=True,
+                               capture_output=True)
+            lines.append(f"password_file {pwfile}")
+        if tls:
+            lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}"]
+        self.conf = self.dir / "mosquitto.conf"
+        self.conf.write_text("\n".join(lines) + "\n")
+        self.log = self.dir / "mosquitto.log"
+
+    def start(self) -> Broker:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=log,
+                                         stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex((self.host, self.port)) == 0:
+                    return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {self.log.read_text()}")
+            time.sleep(0.02)
+        raise RuntimeError("mosquitto did not start listening")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+class Subscriber:
+    """A paho client that records every message under ``topic`` (thread-safe)."""
+
+    def __init__(self, broker: Broker, topic: str = "#", *, username: str | None = None,
+                 password: str | None = None, tls_ca: Path | None = None) -> None:
+        self.messages: list[paho.MQTTMessage] = []
+        self._cond = threading.Condition()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2,
+                                  client_id=f"test-sub-{uuid.uuid4().hex[:8]}",
+                                  protocol=paho.MQTTv5)
+        if username:
+            self.client.username_pw_set(username, password)
+        if tls_ca:
+            self.client.tls_set(ca_certs=str(tls_ca))
+        self._subscribed = threading.Event()
+        self.topic = topic
+
+        def on_connect(c: paho.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
+            c.subscribe(topic, qos=1)
+
+        def on_subscribe(c: paho.Client, u: Any, mid: int, rcs: Any, p: Any) -> None:
+            self._subscribed.set()
+
+        def on_message(c: paho.Client, u: Any, msg: paho.MQTTMessage) -> None:
+            with self._cond:
+                self.messages.append(msg)
+                self._cond.notify_all()
+
+        self.client.on_connect = on_connect
+        self.client.on_subscribe = on_subscribe
+        self.client.on_message = on_message
+        self.client.reconnect_delay_set(0.1, 0.5)
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise RuntimeError("subscriber did not subscribe")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def events(self, event_type: str | None = None) -> list[dict[str, Any]]:
+        """Decoded events (messages on .../events/...), optionally of one type."""
+        with self._cond:
+            msgs = list(self.messages)
+        out = [json.loads(m.payload) for m in msgs if "/events/" in m.topic]
+        return [e for e in out if event_type is None or e["type"] == event_type]
+
+    def payloads(self, topic: str) -> list[bytes]:
+        with self._cond:
+            return [m.payload for m in self.messages if m.topic == topic]
+
+    def wait_events(self, count: int, event_type: str | None = None, timeout: float = 15.0,
+                    where: Callable[[dict[str, Any]], bool] = lambda e: True,
+                    ) -> list[dict[str, Any]]:
+        """Wait until at least ``count`` matching events arrived; return all matching."""
+        return wait_until(
+            lambda: (m if len(m := [e for e in self.events(event_type) if where(e)]) >= count
+                     else None),
+            timeout, f"{count} {event_type or 'events'} (have "
+            f"{len([e for e in self.events(event_type) if where(e)])})",
+        )
+
+
+class AgentProcess:
+    """The real ``agent run`` command in a subprocess, with a config written from a dict."""
+
+    def __init__(self, workdir: Path, config: dict[str, Any], *, env: dict[str, str] | None = None):
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = write_config(self.dir / "agent.toml", config)
+        self.log = self.dir / "agent.log"
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, wait_connected: bool = False, timeout: float = 15.0) -> AgentProcess:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [AGENT_BIN, "--config", str(self.config_path), "run", "--log-level", "debug"],
+                stdout=log, stderr=subprocess.STDOUT, env=self.env,
+            )
+        wait_until(lambda: "started:" in self.output() or self.proc.poll() is not None,
+                   timeout, "agent to start")
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"agent exited with {self.proc.returncode}:\n{self.output()}")
+        if wait_connected:
+            wait_until(lambda: "connected to broker" in self.output(), timeout,
+                       "agent to connect to the broker")
+        return self
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"agent did not stop within {timeout} s:\n{self.output()}")
+
+    def kill(self) -> None:
+        """SIGKILL: the crash a power cut or the OOM killer gives."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def run_cli(self, *args: str, timeout: float = 30.0, input: str | None = None,
+                ) -> subprocess.CompletedProcess[str]:
+        """Run another ``agent`` command against the same config."""
+        return subprocess.run([AGENT_BIN, "--config", str(self.config_path), *args],
+                              capture_output=True, text=True, timeout=timeout, env=self.env,
+                              input=input)
+
+
+def agent_config(tmp: Path, broker: Broker | None, devices: dict[str, Any] | None = None,
+                 **sections: dict[str, Any]) -> dict[str, Any]:
+    """A config dict for the test store ``t1``, pointing at ``broker``."""
+    cfg: dict[str, Any] = {
+        "agent": {"store_id": "t1", "data_dir": str(tmp / "data"),
+                  "control_socket": str(tmp / "control.sock"), "status_interval": "2s"},
+        "gpio": {"pin_factory": "mock"},
+        "mqtt": {"host": "127.0.0.1", "port": broker.port if broker else free_port(),
+                 "reconnect_min": "100ms", "reconnect_max": "1s"},
+        "devices": devices or {},
+    }
+    for name, values in sections.items():
+        cfg.setdefault(name, {}).update(values)
+    return cfg
+
+
+def write_jsonl(path: Path, events: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    return path
