@@ -108,6 +108,39 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return tail(config.settings, raw=args.raw, count=args.count, timeout=args.timeout)
 
 
+def cmd_sim(args: argparse.Namespace) -> int:
+    from agent import control
+    from agent.commands import CommandError
+    from agent.errors import ControlError
+    from agent.units import parse_duration
+
+    config = _load(args)
+    params: dict[str, Any] = {}
+    for item in args.params:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"agent sim: parameters are KEY=VALUE, got {item!r}", file=sys.stderr)
+            return EXIT_USAGE
+        params[key] = value
+    if args.duration is not None:
+        try:
+            params["for"] = parse_duration(args.duration)
+        except ValueError as err:
+            print(f"agent sim: --for: {err}", file=sys.stderr)
+            return EXIT_USAGE
+    try:
+        reply = control.call(config.settings.agent.control_socket, "sim", kind=args.kind,
+                             device=args.device, sim=args.sim, params=params)
+    except ControlError as err:
+        print(f"agent sim: {err}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except CommandError as err:
+        print(f"agent sim: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(reply.get("result", {})))
+    return EXIT_OK
+
+
 def _print_table(rows: Sequence[Sequence[Any]]) -> None:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -148,6 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--count", type=int, help="exit after this many events")
     p.add_argument("--timeout", type=float, help="exit after this many seconds")
     p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("sim", help="drive simulated hardware of a running agent")
+    p.add_argument("kind", help="the kind of device: gpio, eas, modbus, onvif...")
+    p.add_argument("device", help="device id")
+    p.add_argument("sim", metavar="command", help="e.g. high, low, pulse, alarm")
+    p.add_argument("params", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--for", dest="duration", metavar="DURATION", help="e.g. 500ms, 3s")
+    p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("schema", help="print the JSON Schema of the envelope and payloads")
     p.set_defaults(func=cmd_schema)

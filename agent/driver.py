@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -77,6 +78,16 @@ class DriverContext(Protocol):
         """A directory of the device's own under the agent's data directory (created)."""
         ...
 
+    def exit_of(self, device_id: str) -> str | None:
+        """The exit a device belongs to (``[exits.*]``), which is also its events' subject."""
+        ...
+
+    def subscribe(self, listener: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Call ``listener(envelope)`` for every committed event of any device; returns an
+        unsubscribe function. Runs on the buffer's writer thread: hand work over, never block.
+        """
+        ...
+
 
 class Driver:
     """A driver: one instance per configured device, running as a long-lived task.
@@ -125,6 +136,15 @@ class Driver:
             ActionError: unknown action or bad parameters.
         """
         raise ActionError(f"device {self.device_id!r} ({self.name}) accepts no action {name!r}")
+
+    async def simulate(self, command: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Drive this device's simulated hardware (``agent sim``); only in simulation mode.
+
+        Raises:
+            ActionError: the driver has no simulation, or not this command.
+        """
+        raise ActionError(f"device {self.device_id!r} ({self.name}) has no simulated command "
+                          f"{command!r}")
 
     # -- helpers for subclasses ---------------------------------------------------------
 

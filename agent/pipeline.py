@@ -105,6 +105,9 @@ class Pipeline:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def exit_of(self, device_id: str) -> str | None:
+        return self._exit_of.get(device_id)
+
     # -- core API ------------------------------------------------------------------------------
 
     def emit_agent(self, event_type: str, data: dict[str, Any] | None = None, **kw: Any) -> str:

@@ -15,7 +15,7 @@ from agent.buffer import Buffer
 from agent.commands import CommandError, Commands, parse_request
 from agent.config import Config
 from agent.control import ControlServer
-from agent.driver import Driver
+from agent.driver import ActionError, Driver
 from agent.pipeline import Pipeline
 from agent.publisher import Publisher
 from agent.supervisor import Supervisor
@@ -40,6 +40,8 @@ class Agent:
         self.pipeline = Pipeline(config, self.buffer)
         self.commands = Commands()
         self.commands.register("status", self._status_command)
+        self.commands.register("action", self._action_command)
+        self.commands.register("sim", self._sim_command)
         self.publisher = Publisher(
             settings.mqtt, settings.agent.store_id, self.buffer,
             ack=self.pipeline.ack, on_request=self._on_mqtt_request,
@@ -174,6 +176,41 @@ class Agent:
 
     async def _status_command(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"agent": self.status()}
+
+    def driver(self, device_id: Any) -> Driver:
+        """The running driver of ``device_id``.
+
+        Raises:
+            CommandError: no such device.
+        """
+        for drv in self.drivers:
+            if drv.device_id == device_id:
+                return drv
+        known = ", ".join(d.device_id for d in self.drivers) or "none"
+        raise CommandError(f"no device {device_id!r} (configured: {known})")
+
+    async def _action_command(self, params: dict[str, Any]) -> dict[str, Any]:
+        drv = self.driver(params.get("device"))
+        name = str(params.get("action", ""))
+        if name not in drv.actions:
+            raise CommandError(f"device {drv.device_id!r} ({drv.name}) has no action {name!r}; "
+                               f"it accepts: {', '.join(drv.actions) or 'none'}")
+        try:
+            return {"result": await drv.action(name, dict(params.get("params") or {}))}
+        except ActionError as err:
+            raise CommandError(str(err)) from err
+
+    async def _sim_command(self, params: dict[str, Any]) -> dict[str, Any]:
+        drv = self.driver(params.get("device"))
+        kind = str(params.get("kind", ""))
+        if kind and not drv.name.startswith(kind):
+            raise CommandError(f"device {drv.device_id!r} is a {drv.name} device, not {kind}")
+        try:
+            result = await drv.simulate(str(params.get("sim", "")),
+                                        dict(params.get("params") or {}))
+        except ActionError as err:
+            raise CommandError(str(err)) from err
+        return {"result": result}
 
     # -- remote requests -----------------------------------------------------------------------
 
