@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from support import AgentProcess, Broker, Subscriber, agent_config, wait_until, write_jsonl
@@ -88,7 +89,7 @@ def test_sigkill_under_load_repeatedly_loses_and_reuses_no_seq(tmp_path, broker,
     # Delivery is in seq order: it only steps back where a restarted agent re-sends what had
     # no PUBACK when it was killed.
     seqs = [e["seq"] for e in events]
-    step_backs = sum(1 for a, b in zip(seqs, seqs[1:]) if b < a)
+    step_backs = sum(1 for a, b in itertools.pairwise(seqs) if b < a)
     assert step_backs <= 3
 
 

@@ -68,7 +68,7 @@ def test_full_buffer_drops_lowest_priority_oldest_first(tmp_path):
 def test_expire_drops_old_events_and_reports(tmp_path):
     buf = make(tmp_path, max_age=60)
     buf.commit([pending(n=1, created=time.time() - 3600), pending(n=2)])
-    committed, drops = buf.expire()
+    _, drops = buf.expire()
     assert drops[0].reason == "max_age" and drops[0].count == 1
     assert [json.loads(r.payload)["type"] for r in buf.fetch(0, 10)] == [
         "door.opened", "agent.events_dropped"]
@@ -104,3 +104,26 @@ def test_synchronous_setting_applies(tmp_path, sync):
     assert buf._db is not None
     level = buf._db.execute("PRAGMA synchronous").fetchone()[0]
     assert level == {"full": 2, "normal": 1}[sync]
+
+
+def test_normal_sync_after_power_loss_skips_seqs_that_may_have_been_published(tmp_path):
+    buf = make(tmp_path, synchronous="normal")
+    buf.commit([pending() for _ in range(3)])
+    assert buf._db is not None
+    # What a power cut leaves: no clean close, and another boot of the machine.
+    buf._db.execute("UPDATE meta SET value='another-boot' WHERE key='boot'")
+    buf._db.close()
+    buf._db = None
+    buf = make(tmp_path, synchronous="normal")
+    assert buf.reset_report is not None and buf.reset_report.reason == "power_loss"
+    committed, _ = buf.commit([pending()])
+    assert committed[0]["seq"] > 3 + 1000
+
+
+def test_clean_close_or_full_sync_continues_without_gap(tmp_path):
+    buf = make(tmp_path, synchronous="normal")
+    buf.commit([pending() for _ in range(3)])
+    buf.close()
+    buf = make(tmp_path, synchronous="normal")
+    assert buf.reset_report is None
+    assert buf.commit([pending()])[0][0]["seq"] == 4
