@@ -228,6 +228,20 @@ async def test_a_wired_output_drives_its_input_whatever_started_first(tmp_path):
 
 
 @pytest.mark.parametrize("driver", ["gpio_door", "gpio_input", "gpio_output"])
-def test_sample_config_is_valid(driver):
-    config = load_config(ROOT / "drivers" / driver / "sample.toml")
+def test_sample_config_is_valid_and_in_the_readme(driver):
+    sample = ROOT / "drivers" / driver / "sample.toml"
+    config = load_config(sample)
     assert {d.driver.name for d in config.devices.values()} >= {driver}
+    readme = (ROOT / "drivers" / driver / "README.md").read_text()
+    assert f"```toml\n{sample.read_text()}```" in readme, "README.md must show sample.toml as is"
+
+
+async def test_no_gpio_library_is_device_offline_and_no_simulation(tmp_path):
+    from agent.driver import ActionError
+
+    async with DriverHarness("gpio_input", EAS_RELAY, tmp_path=tmp_path,
+                             settings={"gpio": {"pin_factory": "lgpio"}}) as h:
+        offline = await h.wait_for("device.offline")
+        assert "GPIO pin factory 'lgpio' is not available" in offline["data"]["reason"]
+        with pytest.raises(ActionError, match='pin_factory = "mock"'):
+            await h.driver.simulate("pulse", {})
