@@ -19,9 +19,12 @@ EAS_RELAY = {"pin": "GPIO17", "pull": "up",
 
 @pytest.fixture(autouse=True)
 def no_leaked_pin_factory():
+    from gpiozero import Device
+
     assert factory.current() is None, "a previous test left the pin factory open"
     yield
     assert factory.current() is None, "the drivers did not release the pin factory"
+    assert Device.pin_factory is None, "a driver set gpiozero's process-wide pin factory"
 
 
 def mock_pin(name: str):
