@@ -112,12 +112,15 @@ def wire(factory: PinFactory, output: str, input_: str, *, invert: bool) -> Wire
     return pin
 
 
-def resync(factory: PinFactory, input_pin: MockPin) -> None:
-    """Re-apply the level of any output wired to ``input_pin``.
+def settle_input(factory: PinFactory, input_pin: MockPin, idle_high: bool) -> None:
+    """Give a just-claimed mock input its starting level: an output wired to it sets it, else
+    its idle level (a closed door, an inactive relay).
 
-    Claiming an input sets its pull, which drives a mock pin to the pull's level and would hide
-    the level of an output that started first.
+    Claiming an input sets its pull, which drives a mock pin to the pull's level: that would
+    hide the level of a wired output that started first, and read an unpulled pin as low.
     """
     for pin in list(factory.pins.values()):
         if isinstance(pin, WiredPin) and pin.input_pin is input_pin and pin.function == "output":
             pin._change_state(pin.state)
+            return
+    SimulatedLine(input_pin).drive(idle_high)

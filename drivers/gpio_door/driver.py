@@ -47,19 +47,22 @@ class GpioDoorDriver(GpioDriver):
 
     async def serve(self, factory: PinFactory) -> None:
         cfg = self.config
-        prepare = (lambda pin: simulator.resync(factory, pin)) if self.simulated else None
-        # A simulated door starts closed (an unwired pull-up would read as an open NC contact).
-        start_closed = ((lambda pin: simulator.SimulatedLine(pin).drive(not cfg.open_high))
-                        if self.simulated else None)
+        # A simulated door starts closed and its REX released (an unwired pull-up would read
+        # as an open NC contact).
+        def idle(high: bool) -> Any:
+            if not self.simulated:
+                return None
+            return lambda pin: simulator.settle_input(factory, pin, idle_high=high)
+
         with contextlib.ExitStack() as stack:
             door = stack.enter_context(WatchedInput(
                 factory, cfg.pin, pull=cfg.pull, debounce=cfg.debounce,
-                on_change=self._door_changed, prepare=start_closed))
+                on_change=self._door_changed, prepare=idle(not cfg.open_high)))
             rex = None
             if cfg.rex_pin is not None:
                 rex = stack.enter_context(WatchedInput(
                     factory, cfg.rex_pin, pull=cfg.rex_pull, debounce=cfg.debounce,
-                    on_change=self._rex_changed, prepare=prepare))
+                    on_change=self._rex_changed, prepare=idle(not cfg.rex_high)))
             now = time.monotonic()
             self._logic = DoorLogic(
                 is_open=door.level == cfg.open_high, now=now, held_open_after=cfg.held_open_after,

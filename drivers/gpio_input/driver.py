@@ -34,7 +34,10 @@ class GpioInputDriver(GpioDriver):
 
     async def serve(self, factory: PinFactory) -> None:
         cfg = self.config
-        prepare = (lambda pin: simulator.resync(factory, pin)) if self.simulated else None
+        prepare = None
+        if self.simulated:
+            def prepare(pin: Any) -> None:
+                simulator.settle_input(factory, pin, idle_high=not cfg.active_high)
         with WatchedInput(factory, cfg.pin, pull=cfg.pull, debounce=cfg.debounce,
                           on_change=self._changed, prepare=prepare) as watched:
             self._input = watched

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -149,15 +150,26 @@ async def test_forced_versus_request_to_exit(tmp_path):
         assert forced_at == [opened_at[0], opened_at[3]]
 
 
-async def test_door_opening_while_disarmed_is_not_forced(tmp_path):
-    async with DriverHarness("gpio_door", {"pin": 5, "armed": ["00:00-00:01"]},
+async def test_door_opening_outside_its_armed_window_is_not_forced(tmp_path):
+    later = datetime.now() + timedelta(hours=2)  # a window that cannot contain the test
+    window = f"{later:%H}:00-{(later + timedelta(hours=1)):%H}:00"
+    async with DriverHarness("gpio_door", {"pin": 5, "armed": [window]},
                              tmp_path=tmp_path) as h:
-        await online(h)
-        armed = h.driver.state["armed"]
-        await h.driver.simulate("open", {})
-        await h.wait_for("door.opened")
-        await asyncio.sleep(0.1)
-        assert bool(h.of_type("door.forced")) is armed
+        start = await h.wait_state(lambda s: s.get("online") is True and "armed" in s)
+        assert start["armed"] is False
+        await h.driver.simulate("pulse", {"for": 0.1})
+        await h.wait_for("door.closed")
+        assert not h.of_type("door.forced")
+
+
+async def test_simulated_inputs_start_idle_whatever_their_pull(tmp_path):
+    opts = {"pin": 5, "pull": "down", "contact": "no", "rex_pin": 6, "rex_pull": "none",
+            "rex_active": "low"}
+    async with DriverHarness("gpio_door", opts, tmp_path=tmp_path) as h:
+        start = await h.wait_state(lambda s: s.get("online") is True and "door" in s)
+        assert start["door"] == "closed"
+        assert start["rex_active"] is False
+        assert mock_pin("GPIO6").state is True  # released REX, active low
 
 
 async def test_output_safe_state_at_start_and_stop_and_every_actuation_in_state(tmp_path):
