@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -62,13 +61,11 @@ async def test_a_glitch_shorter_than_the_debounce_is_ignored(tmp_path):
         pin = mock_pin("GPIO17")
         pin.drive_low()
         pin.drive_high()  # back before 100 ms
-        marker = time.time()
         await asyncio.sleep(0.15)
         pin.drive_low()  # a real alarm
         await h.wait_for("eas.alarm")
-        alarms = h.of_type("eas.alarm")
-        assert len(alarms) == 1
-        assert alarms[0]["time"] >= time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(marker))
+        assert len(h.of_type("eas.alarm")) == 1
+        assert h.driver.state["changes"] == 1, "the glitch was no change"
 
 
 async def test_sim_pulse_gives_both_edges_and_state(tmp_path):
@@ -108,17 +105,18 @@ async def test_door_opened_closed_and_held_open_repeats(tmp_path):
 
 
 async def test_door_closed_before_held_open_after_gives_no_held_open(tmp_path):
-    async with DriverHarness("gpio_door", {"pin": 5, "held_open_after": "300ms"},
+    # 1 s against a 100 ms opening: only a loop stalled for 0.9 s could see it held open.
+    async with DriverHarness("gpio_door", {"pin": 5, "held_open_after": "1s"},
                              tmp_path=tmp_path) as h:
         await online(h)
         await h.driver.simulate("pulse", {"for": 0.1})
         await h.wait_for("door.closed")
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(1.0)
         assert not h.of_type("door.held_open")
 
 
 async def test_forced_versus_request_to_exit(tmp_path):
-    opts = {"pin": 5, "rex_pin": 6, "armed": True, "shunt": "300ms", "held_open_after": 0}
+    opts = {"pin": 5, "rex_pin": 6, "armed": True, "shunt": "1s", "held_open_after": 0}
     async with DriverHarness("gpio_door", opts, tmp_path=tmp_path) as h:
         await online(h)
         # 1: no REX: forced.
@@ -141,7 +139,7 @@ async def test_forced_versus_request_to_exit(tmp_path):
         await h.driver.simulate("close", {})
         await h.wait_for("door.closed", count=3)
         # 4: after the shunt ran out: forced again.
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(1.1)
         await h.driver.simulate("open", {})
         await h.wait_for("door.opened", count=4)
         await h.wait_for("door.forced", count=2)

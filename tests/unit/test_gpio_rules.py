@@ -127,3 +127,38 @@ def test_every_name_of_a_pin_claims_the_same_resource(spec):
 def test_bad_pins_are_named(spec, message):
     with pytest.raises(ValueError, match=message):
         canonical_pin(spec)
+
+
+def check(tmp_path, devices, **gpio):
+    from agent.config import load_config
+    from agent.testing import write_config
+
+    doc = {"agent": {"store_id": "t1"}, "gpio": {"pin_factory": "mock", **gpio},
+           "devices": devices}
+    return load_config(write_config(tmp_path / "agent.toml", doc))
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ({"driver": "gpio_door", "pin": 5, "rex_pin": "BCM5"},
+     "devices.d: ... rex_pin and pin are both GPIO5"),
+    ({"driver": "gpio_input", "pin": 17, "on_active": {"event": "eas.alarm",
+                                                      "data": {"direction": "sideways"}}},
+     "devices.d.on_active: ... data does not fit eas.alarm"),
+    ({"driver": "gpio_input", "pin": 17, "on_active": {"event": "agent.started"}},
+     "devices.d.on_active: ... is not one an input may emit"),
+    ({"driver": "gpio_input", "pin": 17, "pull": "none"},
+     "devices.d: ... set active"),
+    ({"driver": "gpio_input", "pin": "BOARD6"}, "devices.d.pin: got 'BOARD6': pin 'BOARD6' is GND"),
+    ({"driver": "gpio_door", "pin": 5, "armed": ["nightly"]},
+     "devices.d.armed: ... armed window 'nightly'"),
+    ({"driver": "gpio_output", "pin": 27, "pulse": "2s", "max_pulse": "1s"},
+     "devices.d: ... longer than max_pulse"),
+])
+def test_bad_gpio_device_tables_are_named(tmp_path, table, message):
+    from agent.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        check(tmp_path, {"d": table})
+    text = str(err.value)
+    for part in message.split("..."):
+        assert part.strip() in text, text
