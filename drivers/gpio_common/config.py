@@ -8,7 +8,7 @@ from pydantic import Field, ValidationInfo, model_validator
 
 from agent.driver import ActionError, DriverConfig
 from agent.units import Duration, parse_duration
-from drivers.gpio_common.pins import PinName, pin_resource
+from drivers.gpio_common.pins import PinName, check_pull, pin_resource
 
 Pull = Literal["up", "down", "none"]
 Level = Literal["high", "low"]
@@ -76,6 +76,7 @@ class InputPinConfig(DriverConfig):
         if self.pull == "none" and self.active is None:
             raise ValueError("with pull = \"none\" (an external resistor) set active = \"high\" "
                              "or \"low\"")
+        check_pull(self.pin, self.pull)
         return self
 
     @property

@@ -44,6 +44,18 @@ def canonical_pin(value: Any) -> str:
     return name
 
 
+def check_pull(pin: str, pull: str) -> None:
+    """Refuse a pull a pin cannot have: GPIO2 and GPIO3 (I2C) have fixed 1.8k pull-ups.
+
+    Raises:
+        ValueError: ``pull`` is not the pin's fixed pull.
+    """
+    for _header, info in _board().find_pin(pin):
+        if info.pull and info.pull != pull:
+            raise ValueError(f"{pin} has a fixed pull-{info.pull} resistor: set its pull to "
+                             f"\"{info.pull}\" or use another pin")
+
+
 def bcm_number(pin: str) -> int:
     """The BCM number of a canonical pin name: ``"GPIO17"`` -> 17."""
     return int(pin.removeprefix("GPIO"))

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from agent.driver import DriverConfig
 from agent.units import Duration
 from drivers.gpio_common.config import DEFAULT_DEBOUNCE, Level, Pull, active_high
-from drivers.gpio_common.pins import PinName, pin_resource
+from drivers.gpio_common.pins import PinName, check_pull, pin_resource
 from drivers.gpio_door.schedule import ArmSchedule
 
 
@@ -49,6 +49,9 @@ class GpioDoorConfig(DriverConfig):
             raise ValueError(f"rex_pin and pin are both {self.pin}")
         if self.rex_pin is not None and self.rex_pull == "none" and self.rex_active is None:
             raise ValueError("with rex_pull = \"none\" set rex_active = \"high\" or \"low\"")
+        check_pull(self.pin, self.pull)
+        if self.rex_pin is not None:
+            check_pull(self.rex_pin, self.rex_pull)
         return self
 
     @property

@@ -149,6 +149,8 @@ def check(tmp_path, devices, **gpio):
     ({"driver": "gpio_input", "pin": 17, "pull": "none"},
      "devices.d: ... set active"),
     ({"driver": "gpio_input", "pin": "BOARD6"}, "devices.d.pin: got 'BOARD6': pin 'BOARD6' is GND"),
+    ({"driver": "gpio_door", "pin": 9, "rex_pin": "BOARD5", "rex_pull": "down"},
+     "devices.d: ... GPIO3 has a fixed pull-up resistor"),
     ({"driver": "gpio_door", "pin": 5, "armed": ["nightly"]},
      "devices.d.armed: ... armed window 'nightly'"),
     ({"driver": "gpio_output", "pin": 27, "pulse": "2s", "max_pulse": "1s"},
