@@ -14,6 +14,8 @@ from agent.config import Config, config_path, load_config
 from agent.errors import ConfigError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+CHECK_NAMES = ("metadata", "sample", "imports", "working", "failing")
+"""``agent.conformance.CHECKS``, repeated so that ``agent --help`` does not import the kit."""
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -37,42 +39,116 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_drivers(args: argparse.Namespace) -> int:
+def _allowlist(args: argparse.Namespace) -> list[str] | None:
+    """``[agent] drivers`` of the config file, if there is one; the devices are not checked."""
+    from agent.config import load_settings
+
+    path = config_path(args.config)
+    if not path.exists():
+        return None
+    try:
+        return load_settings(path).agent.drivers
+    except ConfigError as err:
+        print(f"agent drivers: cannot read the allowlist: {err.problems[0]}", file=sys.stderr)
+        return None
+
+
+def _families(types: Sequence[str]) -> str:
+    """``emits`` for a table: a family emitted whole shows as ``eas.*``."""
+    from agent.events import CATALOGUE
+
+    out: list[str] = []
+    for family in dict.fromkeys(t.partition(".")[0] for t in types):
+        members = [t for t in CATALOGUE if t.startswith(family + ".")]
+        mine = [t for t in types if t.startswith(family + ".")]
+        out += [f"{family}.*"] if len(mine) > 1 and set(members) <= set(mine) else mine
+    return " ".join(out) or "-"
+
+
+def _driver_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     from agent.registry import discover
 
-    allow = None
-    path = config_path(args.config)
-    if path.exists():
-        try:
-            allow = load_config(path).settings.agent.drivers
-        except ConfigError:
-            allow = None
-    drivers = discover(allow)
     rows: list[dict[str, Any]] = []
-    for info in sorted(drivers.values(), key=lambda d: d.name):
+    for info in sorted(discover(_allowlist(args)).values(), key=lambda d: d.name):
         cls = info.cls
+        status = "loaded" if cls else "not allowed" if not info.allowed else "failed"
         rows.append({
             "name": info.name,
             "version": cls.version if cls else "",
-            "package": f"{info.package} {info.package_version}",
+            "package": info.package,
+            "package_version": info.package_version,
             "vendor": cls.vendor if cls else "",
+            "description": cls.description if cls else "",
+            "entry_point": info.entry_point,
             "emits": list(cls.emits) if cls else [],
             "actions": list(cls.actions) if cls else [],
+            "keys": sorted(cls.Config.model_fields) if cls else [],
+            "status": status,
             "loads": info.loads,
             "error": info.error,
         })
+    return rows
+
+
+def cmd_drivers(args: argparse.Namespace) -> int:
+    if args.drivers_command == "check":
+        return cmd_drivers_check(args)
+    rows = _driver_rows(args)
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
-    table: list[tuple[Any, ...]] = [("NAME", "VERSION", "PACKAGE", "VENDOR", "LOADS")]
-    table += [(r["name"], r["version"], r["package"], r["vendor"],
-               "yes" if r["loads"] else f"no: {r['error']}") for r in rows]
+    table: list[tuple[Any, ...]] = [("NAME", "VERSION", "PACKAGE", "VENDOR", "EMITS", "STATUS")]
+    table += [(r["name"], r["version"] or "-", f"{r['package']} {r['package_version']}",
+               r["vendor"] or "-", _families(r["emits"]), r["status"]) for r in rows]
     _print_table(table)
-    if args.verbose:
-        for r in rows:
-            print(f"\n{r['name']}: emits {', '.join(r['emits']) or '-'}; "
-                  f"actions {', '.join(r['actions']) or '-'}")
+    for r in rows:
+        if args.verbose:
+            print(f"\n{r['name']}: {r['description'] or '-'}\n"
+                  f"  entry point: {r['entry_point']}\n"
+                  f"  emits: {', '.join(r['emits']) or '-'} (and device.online/offline)\n"
+                  f"  actions: {', '.join(r['actions']) or '-'}\n"
+                  f"  keys: {', '.join(r['keys']) or '-'}")
+        if r["error"]:
+            print(f"{'  ' if args.verbose else ''}{r['name']}: {r['error']}")
     return EXIT_OK
+
+
+def cmd_drivers_check(args: argparse.Namespace) -> int:
+    import logging
+
+    from agent.conformance import CHECKS, run_check
+    from agent.registry import discover
+
+    # The drivers' own log lines (a refused port...) are expected here; -v shows them.
+    logging.basicConfig(level=logging.WARNING if args.verbose else logging.CRITICAL + 1,
+                        format="    log: %(name)s: %(message)s")
+    installed = discover()
+    names = args.names or sorted(installed)
+    unknown = [n for n in names if n not in installed]
+    if unknown:
+        print(f"agent drivers check: not installed: {', '.join(unknown)} "
+              f"(installed: {', '.join(sorted(installed)) or 'none'})", file=sys.stderr)
+        return EXIT_USAGE
+    checks = args.checks or list(CHECKS)
+    results = []
+    for name in names:
+        for check in checks:
+            result = run_check(name, check)
+            results.append(result)
+            if not args.json:
+                verdict = "ok" if result.ok else "FAIL"
+                print(f"{name:<16} {check:<9} {verdict:<4} {result.seconds:5.1f} s", flush=True)
+                for problem in result.problems:
+                    print(f"    {problem}", flush=True)
+    failed = [r for r in results if not r.ok]
+    if args.json:
+        print(json.dumps([{"driver": r.driver, "check": r.check, "ok": r.ok,
+                           "problems": list(r.problems), "seconds": round(r.seconds, 3)}
+                          for r in results], indent=2))
+    else:
+        print(f"{len(results) - len(failed)} of {len(results)} checks passed"
+              f"{'' if not failed else ': ' + ', '.join(f'{r.driver} {r.check}' for r in failed)}")
+    return EXIT_FAIL if failed else EXIT_OK
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -167,10 +243,20 @@ def build_parser() -> argparse.ArgumentParser:
     c = csub.add_parser("check", help="validate the config file and exit")
     c.set_defaults(func=cmd_config_check)
 
-    p = sub.add_parser("drivers", help="list installed drivers")
+    p = sub.add_parser("drivers", help="list installed drivers; `drivers check` runs the "
+                       "conformance kit")
     p.add_argument("--json", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true", help="show emitted types and actions")
-    p.set_defaults(func=cmd_drivers)
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show each driver's emitted types, actions and config keys")
+    p.set_defaults(func=cmd_drivers, drivers_command=None)
+    dsub = p.add_subparsers(dest="drivers_command", metavar="SUBCOMMAND")
+    c = dsub.add_parser("check", help="run the conformance kit on installed drivers (exit 1 if a "
+                        "check fails)")
+    c.add_argument("names", nargs="*", metavar="NAME", help="driver names (default: all installed)")
+    c.add_argument("--check", dest="checks", action="append", choices=CHECK_NAMES,
+                   help="run only this check (repeatable)")
+    c.add_argument("--json", action="store_true")
+    c.add_argument("-v", "--verbose", action="store_true", help="show the drivers' log lines")
 
     p = sub.add_parser("status", help="the running agent's status")
     p.add_argument("--json", action="store_true")

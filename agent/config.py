@@ -304,6 +304,28 @@ def _check_devices(
     return devices, problems
 
 
+def _settings(path: Path, raw: dict[str, Any]) -> Settings:
+    try:
+        return Settings(**raw)
+    except ValidationError as err:
+        raise ConfigError(_problems(path, err)) from err
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """The file's sections without checking its devices (``agent drivers`` reads the allowlist).
+
+    Raises:
+        ConfigError: the file cannot be read or a section is invalid.
+    """
+    path = config_path(path)
+    raw = _read_toml(path)
+    token = _base_dir.set(path.parent.resolve())
+    try:
+        return _settings(path, raw)
+    finally:
+        _base_dir.reset(token)
+
+
 def load_config(
     path: str | Path | None = None, *, drivers: dict[str, DriverInfo] | None = None
 ) -> Config:
@@ -316,10 +338,7 @@ def load_config(
     raw = _read_toml(path)
     token = _base_dir.set(path.parent.resolve())
     try:
-        try:
-            settings = Settings(**raw)
-        except ValidationError as err:
-            raise ConfigError(_problems(path, err)) from err
+        settings = _settings(path, raw)
         if drivers is None:
             drivers = discover(settings.agent.drivers)
         devices, problems = _check_devices(path, settings, drivers)

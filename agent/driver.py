@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ActionError",
+    "Conformance",
     "Driver",
     "DriverConfig",
     "DriverContext",
@@ -46,6 +47,26 @@ class HealthCheck:
     name: str
     ok: bool
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class Conformance:
+    """How the conformance kit (``agent drivers check``) runs a driver without hardware.
+
+    ``working`` and ``failing`` are ``[devices.<id>]`` keys: a device on the driver's simulated
+    transport, and one whose transport fails at once (a refused port, no GPIO library).
+    """
+
+    working: Mapping[str, Any]
+    failing: Mapping[str, Any]
+    simulate: Sequence[tuple[str, Mapping[str, Any]]] = ()
+    """``agent sim`` commands (name, params) sent to the working device once it is online."""
+    expect: Sequence[str] = ()
+    """Event types the working device must emit (after those commands)."""
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Other agent.toml sections for both cases, e.g. ``{"gpio": {"pin_factory": "mock"}}``."""
+    failing_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Sections merged over ``settings`` for the failing case only."""
 
 
 class ActionError(AgentError, ValueError):
@@ -107,6 +128,8 @@ class Driver:
     actions: ClassVar[tuple[str, ...]] = ()
     """Actions accepted by ``action()``, e.g. ``("on", "off", "pulse")``."""
     Config: ClassVar[type[DriverConfig]] = DriverConfig
+    conformance: ClassVar[Conformance | None] = None
+    """How ``agent drivers check`` runs this driver without hardware (docs/writing-drivers.md)."""
 
     def __init__(self, device_id: str, config: DriverConfig, context: DriverContext) -> None:
         self.device_id = device_id

@@ -63,7 +63,7 @@ def discover(allow: list[str] | None = None) -> dict[str, DriverInfo]:
         found[ep.name] = info
         if allowed is not None and ep.name not in allowed:
             info.allowed = False
-            info.error = "not in the driver allowlist"
+            info.error = f"not in the driver allowlist ([agent] drivers or {ALLOW_ENV})"
             continue
         try:
             cls = ep.load()

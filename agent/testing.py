@@ -21,6 +21,7 @@ import tomli_w
 from agent.buffer import Buffer
 from agent.config import Config, load_config
 from agent.driver import Driver
+from agent.errors import EventError
 from agent.pipeline import Pipeline
 
 __all__ = ["DriverHarness", "write_config"]
@@ -32,10 +33,33 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
+class _RecordingContext:
+    """The pipeline as a driver sees it, remembering every emit the catalogue refused.
+
+    A driver that catches its own errors would otherwise lose such an event without a trace.
+    """
+
+    def __init__(self, pipeline: Pipeline, rejected: list[str]) -> None:
+        self._pipeline = pipeline
+        self._rejected = rejected
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipeline, name)
+
+    def emit(self, device_id: str, event_type: str, data: dict[str, Any] | None = None,
+             **kw: Any) -> str:
+        try:
+            return self._pipeline.emit(device_id, event_type, data, **kw)
+        except EventError as err:
+            self._rejected.append(str(err))
+            raise
+
+
 class DriverHarness:
     """One device of ``driver`` with ``options``, on a real ``Pipeline`` and SQLite ``Buffer``.
 
-    ``events`` holds every committed envelope (seq assigned), ``states`` every published state.
+    ``events`` holds every committed envelope (seq assigned), ``states`` every published state,
+    ``rejected`` the error of every emit the catalogue refused (unknown type, invalid data).
     Leaving the ``async with`` cancels the driver and fails if it does not stop within ``stop_within``.
     """
 
@@ -65,11 +89,13 @@ class DriverHarness:
         self.pipeline = Pipeline(self.config, self.buffer)
         self.events: list[dict[str, Any]] = []
         self.states: list[dict[str, Any]] = []
+        self.rejected: list[str] = []
         self._cond = threading.Condition()
         self.pipeline.subscribe(self._on_event)
         self.pipeline.on_state = self._on_state
         dev = self.config.devices[device_id]
-        self.driver: Driver = dev.driver(device_id, dev.config, self.pipeline)
+        context = _RecordingContext(self.pipeline, self.rejected)
+        self.driver: Driver = dev.driver(device_id, dev.config, context)
         self.task: asyncio.Task[None] | None = None
 
     def _on_event(self, env: dict[str, Any]) -> None:
@@ -92,22 +118,36 @@ class DriverHarness:
         await self.stop()
 
     async def stop(self) -> None:
-        """Cancel the driver; raises AssertionError if it takes longer than ``stop_within``."""
-        if self.task is not None:
-            self.task.cancel()
-            start = time.monotonic()
-            done, _ = await asyncio.wait({self.task}, timeout=self.stop_within)
-            took = time.monotonic() - start
-            if not done:
-                raise AssertionError(f"driver did not stop within {self.stop_within} s")
-            with contextlib.suppress(asyncio.CancelledError):
-                exc = self.task.exception()
-                if exc is not None:
-                    raise exc
-            self.stop_took = took
-            self.task = None
-        await asyncio.to_thread(self.pipeline.stop)
-        self.buffer.close()
+        """Cancel the driver and stop the pipeline.
+
+        Raises:
+            AssertionError: the driver took longer than ``stop_within`` to stop.
+            Exception: whatever ``run()`` raised before it was cancelled.
+        """
+        try:
+            if self.task is not None:
+                task, self.task = self.task, None
+                task.cancel()
+                start = time.monotonic()
+                done, _ = await asyncio.wait({task}, timeout=self.stop_within)
+                self.stop_took = time.monotonic() - start
+                if not done:
+                    raise AssertionError(f"driver did not stop within {self.stop_within} s of "
+                                         "cancellation")
+                with contextlib.suppress(asyncio.CancelledError):
+                    exc = task.exception()
+                    if exc is not None:
+                        raise exc
+        finally:
+            await asyncio.to_thread(self.pipeline.stop)
+            self.buffer.close()
+
+    def _raise_if_crashed(self) -> None:
+        """Raise what ``run()`` raised, if it ended with an exception."""
+        if self.task is not None and self.task.done() and not self.task.cancelled():
+            exc = self.task.exception()
+            if exc is not None:
+                raise exc
 
     def of_type(self, event_type: str) -> list[dict[str, Any]]:
         """Committed events of ``event_type``, in seq order."""
@@ -132,10 +172,7 @@ class DriverHarness:
             matches = [e for e in self.of_type(event_type) if where(e)]
             if len(matches) >= count:
                 return matches[count - 1]
-            if self.task is not None and self.task.done() and not self.task.cancelled():
-                exc = self.task.exception()
-                if exc is not None:
-                    raise exc
+            self._raise_if_crashed()
             if time.monotonic() > deadline:
                 seen = [(e["type"], e["data"]) for e in self.events][-10:]
                 raise TimeoutError(f"no {event_type} (x{count}) within {timeout} s; last: {seen}")
@@ -144,13 +181,19 @@ class DriverHarness:
     async def wait_state(
         self, where: Callable[[dict[str, Any]], bool], *, timeout: float = 5.0
     ) -> dict[str, Any]:
-        """The first published state matching ``where``."""
+        """The first published state matching ``where``.
+
+        Raises:
+            TimeoutError: none within ``timeout``; the message shows the last states.
+            Exception: what ``run()`` raised, if it ended with an exception.
+        """
         deadline = time.monotonic() + timeout
         while True:
             with self._cond:
                 for state in self.states:
                     if where(state):
                         return state
+            self._raise_if_crashed()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no matching state within {timeout} s; last: "
                                    f"{self.states[-3:]}")

@@ -13,6 +13,9 @@ from drivers.gpio_common.factory import FactoryError, PinFactory, acquire, relea
 STABLE_AFTER = 30.0
 """Pins that worked this long before failing are retried from the shortest delay again."""
 
+NO_GPIO_LIBRARY = {"gpio": {"pin_factory": "lgpio"}}
+"""The conformance kit's failing transport: a GPIO library this machine lacks (CI, not a Pi)."""
+
 
 class GpioDriver(Driver):
     """Subclasses implement ``serve(factory)``: claim the pins, ``set_online()``, run until cancelled.

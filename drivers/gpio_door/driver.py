@@ -8,10 +8,10 @@ import time
 from datetime import datetime
 from typing import Any
 
-from agent.driver import ActionError
+from agent.driver import ActionError, Conformance
 from drivers.gpio_common import simulator
 from drivers.gpio_common.debounce import Change
-from drivers.gpio_common.device import GpioDriver
+from drivers.gpio_common.device import NO_GPIO_LIBRARY, GpioDriver
 from drivers.gpio_common.factory import PinFactory
 from drivers.gpio_common.watch import WatchedInput, epoch_of
 from drivers.gpio_door.config import GpioDoorConfig
@@ -31,6 +31,13 @@ class GpioDoorDriver(GpioDriver):
     description = "A door contact on a GPIO pin, with an optional request-to-exit input"
     emits = ("door.opened", "door.closed", "door.held_open", "door.forced")
     Config = GpioDoorConfig
+    conformance = Conformance(
+        working={"pin": "GPIO5", "rex_pin": "GPIO6"},
+        failing={"pin": "GPIO5"},
+        failing_settings=NO_GPIO_LIBRARY,
+        simulate=[("pulse", {"for": 0.3})],  # open for 300 ms: longer than the debounce
+        expect=("door.opened", "door.closed"),
+    )
     config: GpioDoorConfig
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from agent.driver import Conformance
 from drivers.gpio_common import simulator
 from drivers.gpio_common.debounce import Change
-from drivers.gpio_common.device import GpioDriver
+from drivers.gpio_common.device import NO_GPIO_LIBRARY, GpioDriver
 from drivers.gpio_common.factory import PinFactory
 from drivers.gpio_common.watch import WatchedInput, epoch_of
 from drivers.gpio_input.config import EDGE_EVENT_TYPES, GpioInputConfig
@@ -24,6 +25,13 @@ class GpioInputDriver(GpioDriver):
     description = "A debounced GPIO input (EAS alarm relay, sounder feedback, tamper loop)"
     emits = EDGE_EVENT_TYPES
     Config = GpioInputConfig
+    conformance = Conformance(
+        working={"pin": "GPIO17", "on_active": {"event": "eas.alarm", "data": {"direction": "out"}}},
+        failing={"pin": "GPIO17"},
+        failing_settings=NO_GPIO_LIBRARY,
+        simulate=[("pulse", {})],
+        expect=("eas.alarm",),
+    )
     config: GpioInputConfig
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

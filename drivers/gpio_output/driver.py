@@ -6,10 +6,10 @@ import asyncio
 import time
 from typing import Any
 
-from agent.driver import ActionError
+from agent.driver import ActionError, Conformance
 from drivers.gpio_common import simulator
 from drivers.gpio_common.config import active_high, for_param
-from drivers.gpio_common.device import GpioDriver
+from drivers.gpio_common.device import NO_GPIO_LIBRARY, GpioDriver
 from drivers.gpio_common.factory import PinFactory
 from drivers.gpio_common.pins import canonical_pin
 from drivers.gpio_output.config import GpioOutputConfig
@@ -27,6 +27,12 @@ class GpioOutputDriver(GpioDriver):
     emits = ()
     actions = ("on", "off", "pulse")
     Config = GpioOutputConfig
+    conformance = Conformance(
+        working={"pin": "GPIO27"},
+        failing={"pin": "GPIO27"},
+        failing_settings=NO_GPIO_LIBRARY,
+        simulate=[("on", {}), ("off", {})],
+    )
     config: GpioOutputConfig
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

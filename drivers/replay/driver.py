@@ -9,10 +9,12 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from agent.config import ConfigPath
-from agent.driver import Driver, DriverConfig
+from agent.driver import Conformance, Driver, DriverConfig
 from agent.events import CATALOGUE
 from agent.units import Duration
 from drivers.replay.recording import read_recording
+
+HERE = Path(__file__).parent
 
 
 class ReplayConfig(DriverConfig):
@@ -42,11 +44,20 @@ class ReplayDriver(Driver):
     description = "Replays recorded events from a JSON Lines file"
     emits = tuple(t for t in CATALOGUE if not t.startswith(("agent.", "selftest.")))
     Config = ReplayConfig
+    conformance = Conformance(
+        working={"file": str(HERE / "sample.jsonl"), "rate": 50, "loop": True},
+        failing={"file": str(HERE / "no-events.jsonl")},
+        expect=("door.opened", "eas.alarm", "door.closed", "eas.people_count"),
+    )
     config: ReplayConfig
 
     async def run(self) -> None:
         cfg = self.config
-        events, errors = await asyncio.to_thread(read_recording, cfg.file)
+        try:
+            events, errors = await asyncio.to_thread(read_recording, cfg.file)
+        except OSError as err:  # removed or unreadable since the config was checked
+            self.set_offline(f"cannot read {cfg.file}: {err.strerror or err}")
+            return
         for message in errors:
             self.log.error("skipping line: %s", message)
         if not events:
