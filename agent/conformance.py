@@ -37,7 +37,7 @@ ONLINE_WITHIN = 10.0
 EXPECT_WITHIN = 5.0
 """Each expected event type must be committed this soon after the simulate commands."""
 
-FORBIDDEN = ("paho", "sqlite3", "_sqlite3", "agent.buffer", "agent.pipeline", "agent.publisher",
+FORBIDDEN = ("paho", "sqlite3", "agent.buffer", "agent.pipeline", "agent.publisher",
              "agent.mqtt", "agent.runtime", "agent.testing")
 """Modules a driver never imports: the core owns MQTT and the SQLite buffer (DESIGN.md)."""
 
@@ -234,13 +234,15 @@ async def _health(h: Any) -> list[str]:
     return []
 
 
-async def _stop(h: Any) -> list[str]:
+async def _stop(h: Any, problems: list[str]) -> list[str]:
+    """Cancel the driver: a slow stop is a problem, and a crash not reported yet."""
     try:
         await h.stop()
     except AssertionError as err:
         return [f"run() {str(err).removeprefix('driver ')}"]
     except Exception as err:
-        return [f"run() raised {type(err).__name__}: {err}"]
+        crash = f"run() raised {type(err).__name__}: {err}"
+        return [] if any(p.startswith(crash) for p in problems) else [crash]
     return []
 
 
@@ -295,7 +297,7 @@ async def _working(info: DriverInfo, cls: type[Driver], conf: Conformance, tmp: 
         problems += [f"went offline on the simulated transport: {e['data'].get('reason')}"
                      for e in h.of_type("device.offline")]
     finally:
-        problems += await _stop(h)
+        problems += await _stop(h, problems)
         problems += _committed(h, cls)
     return problems
 
@@ -324,7 +326,7 @@ async def _failing(info: DriverInfo, cls: type[Driver], conf: Conformance, tmp: 
                 problems.append("device.offline has an empty reason: say what failed")
             problems += await _health(h)
     finally:
-        problems += await _stop(h)
+        problems += await _stop(h, problems)
         problems += _committed(h, cls)
     return problems
 
@@ -358,6 +360,8 @@ def run_check(name: str, check: str, workdir: Path | None = None) -> Result:
     elif not isinstance(cls.conformance, Conformance):
         problems = [f"cannot run without hardware: conformance is not declared ({DOCS})"]
     else:
+        if workdir is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
         scratch = (contextlib.nullcontext(str(workdir)) if workdir is not None
                    else tempfile.TemporaryDirectory(prefix=f"conformance-{name}-"))
         with scratch as tmp:
