@@ -11,6 +11,7 @@ from acme_eas.protocol import Event, Heartbeat, ProtocolError, Reply, frame, par
 from acme_eas.simulator import ControllerSimulator
 from agent.backoff import Backoff
 from agent.driver import ActionError, Conformance, Driver, HealthCheck
+from agent.units import parse_duration
 
 REPLY_WITHIN = 2.0
 SIM_COMMANDS = ("alarm", "interference", "fault", "count", "drop", "mute")
@@ -100,7 +101,7 @@ class AcmeEasDriver(Driver):
         return True
 
     async def health(self) -> list[HealthCheck]:
-        """``connected``, and ``heartbeat``: a line arrived within ``heartbeat_timeout``."""
+        """``online``, and ``heartbeat``: a line arrived within ``heartbeat_timeout``."""
         checks = await super().health()
         age = time.monotonic() - self._last_line
         fresh = self._last_line > 0 and age < self.config.heartbeat_timeout
@@ -116,9 +117,9 @@ class AcmeEasDriver(Driver):
         if name != "silence":
             return await super().action(name, params)
         try:
-            seconds = int(float(params.get("for", 60)))
-        except (TypeError, ValueError):
-            raise ActionError(f"for: expected seconds, got {params.get('for')!r}") from None
+            seconds = round(parse_duration(params.get("for", 60)))
+        except ValueError as err:
+            raise ActionError(f"for: {err}") from None
         if not 0 < seconds <= 600:
             raise ActionError(f"for: must be 1 to 600 s, got {seconds}")
         if self._writer is None:

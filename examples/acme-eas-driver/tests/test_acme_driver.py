@@ -69,10 +69,12 @@ async def test_a_hung_controller_goes_offline_by_heartbeat(controller, driver_ha
 async def test_silence_is_acknowledged_by_the_controller(controller, driver_harness):
     async with driver_harness("acme_eas", options(controller)) as h:
         await online(h)
-        assert await h.driver.action("silence", {"for": "30"}) == {"silenced_for": 30}
+        assert await h.driver.action("silence", {"for": "30s"}) == {"silenced_for": 30}
         assert any(line.startswith("SIL,30*") for line in controller.received)
         with pytest.raises(ActionError, match="1 to 600 s"):
             await h.driver.action("silence", {"for": 0})
+        with pytest.raises(ActionError, match="for: "):
+            await h.driver.action("silence", {"for": "soon"})
         with pytest.raises(ActionError, match="accepts no action 'reboot'"):
             await h.driver.action("reboot", {})
 
