@@ -254,77 +254,76 @@ def _committed(h: Any, cls: type[Driver]) -> list[str]:
     return problems
 
 
-async def _working(info: DriverInfo, cls: type[Driver], conf: Conformance, tmp: Path) -> list[str]:
-    from agent.testing import DriverHarness
-
-    try:
-        h = DriverHarness(info.name, dict(conf.working), tmp_path=tmp, stop_within=STOP_WITHIN,
-                          settings=_sections(conf.settings))
-    except ConfigError as err:
-        return [f"conformance.working is refused: {p}" for p in err.problems]
+async def _working(h: Any, conf: Conformance) -> list[str]:
     problems: list[str] = []
-    await h.__aenter__()
     try:
+        await h.wait_state(lambda s: s.get("online") is True, timeout=ONLINE_WITHIN)
+    except TimeoutError:
+        return [f"not online within {ONLINE_WITHIN:g} s (set_online() never called); "
+                f"events: {[(e['type'], e['data']) for e in h.events][-5:]}"]
+    except Exception as err:
+        return [f"run() raised {type(err).__name__}: {err}"]
+    for command, params in conf.simulate:
+        _, problem = await _call(f"simulate({command!r})", h.driver.simulate(command, dict(params)),
+                                 HEALTH_WITHIN)
+        problems += [problem] if problem else []
+    for event_type in conf.expect:
         try:
-            await h.wait_state(lambda s: s.get("online") is True, timeout=ONLINE_WITHIN)
+            await h.wait_for(event_type, timeout=EXPECT_WITHIN)
         except TimeoutError:
-            problems.append(f"not online within {ONLINE_WITHIN:g} s (set_online() never called); "
-                            f"events: {[(e['type'], e['data']) for e in h.events][-5:]}")
-            return problems
+            problems.append(f"no {event_type} within {EXPECT_WITHIN:g} s of the simulate commands")
         except Exception as err:
             problems.append(f"run() raised {type(err).__name__}: {err}")
-            return problems
-        for command, params in conf.simulate:
-            _, problem = await _call(f"simulate({command!r})", h.driver.simulate(command, dict(params)),
-                                     HEALTH_WITHIN)
-            problems += [problem] if problem else []
-        for event_type in conf.expect:
-            try:
-                await h.wait_for(event_type, timeout=EXPECT_WITHIN)
-            except TimeoutError:
-                problems.append(f"no {event_type} within {EXPECT_WITHIN:g} s of the simulate commands")
-            except Exception as err:
-                problems.append(f"run() raised {type(err).__name__}: {err}")
-                break
-        problems += await _health(h)
-        _, problem = await _call("action('no-such-action')", h.driver.action("no-such-action", {}),
-                                 HEALTH_WITHIN)
-        if problem is None:
-            problems.append("action() accepted an unknown action; it must raise ActionError")
-        elif "raised" in problem and not problem.startswith(f"action('no-such-action') raised "
-                                                            f"{ActionError.__name__}"):
-            problems.append(f"{problem}; an unknown action must raise ActionError")
-        problems += [f"went offline on the simulated transport: {e['data'].get('reason')}"
-                     for e in h.of_type("device.offline")]
-    finally:
-        problems += await _stop(h, problems)
-        problems += _committed(h, cls)
+            break
+    problems += await _health(h)
+    _, problem = await _call("action('no-such-action')", h.driver.action("no-such-action", {}),
+                             HEALTH_WITHIN)
+    if problem is None:
+        problems.append("action() accepted an unknown action; it must raise ActionError")
+    elif "raised" in problem and not problem.startswith(f"action('no-such-action') raised "
+                                                        f"{ActionError.__name__}"):
+        problems.append(f"{problem}; an unknown action must raise ActionError")
+    problems += [f"went offline on the simulated transport: {e['data'].get('reason')}"
+                 for e in h.of_type("device.offline")]
     return problems
 
 
-async def _failing(info: DriverInfo, cls: type[Driver], conf: Conformance, tmp: Path) -> list[str]:
+async def _failing(h: Any, conf: Conformance) -> list[str]:
+    try:
+        offline = await h.wait_for("device.offline", timeout=ONLINE_WITHIN)
+    except TimeoutError:
+        return [f"no device.offline within {ONLINE_WITHIN:g} s: the failing options must make the "
+                "transport fail at once"]
+    except Exception as err:
+        return [f"run() raised {type(err).__name__}: {err}, instead of reporting device.offline "
+                "and retrying"]
+    problems = await _health(h)
+    if not offline["data"].get("reason", "").strip():
+        problems.append("device.offline has an empty reason: say what failed")
+    return problems
+
+
+Probe = Callable[[Any, Conformance], Coroutine[Any, Any, list[str]]]
+
+
+async def _run_case(case: str, info: DriverInfo, cls: type[Driver], tmp: Path, probe: Probe
+                    ) -> list[str]:
+    """Run the device of ``conformance.<case>`` on the real pipeline, probe it, and stop it."""
     from agent.testing import DriverHarness
 
+    conf = cls.conformance
+    assert conf is not None
+    options = conf.working if case == "working" else conf.failing
+    layers = [conf.settings] + ([conf.failing_settings] if case == "failing" else [])
     try:
-        h = DriverHarness(info.name, dict(conf.failing), tmp_path=tmp, stop_within=STOP_WITHIN,
-                          settings=_sections(conf.settings, conf.failing_settings))
+        h = DriverHarness(info.name, dict(options), tmp_path=tmp, stop_within=STOP_WITHIN,
+                          settings=_sections(*layers))
     except ConfigError as err:
-        return [f"conformance.failing is refused: {p}" for p in err.problems]
+        return [f"conformance.{case} is refused: {p}" for p in err.problems]
     problems: list[str] = []
     await h.__aenter__()
     try:
-        try:
-            offline = await h.wait_for("device.offline", timeout=ONLINE_WITHIN)
-        except TimeoutError:
-            problems.append(f"no device.offline within {ONLINE_WITHIN:g} s: the failing options "
-                            "must make the transport fail at once")
-        except Exception as err:
-            problems.append(f"run() raised {type(err).__name__}: {err}, instead of reporting "
-                            "device.offline and retrying")
-        else:
-            if not offline["data"].get("reason", "").strip():
-                problems.append("device.offline has an empty reason: say what failed")
-            problems += await _health(h)
+        problems += await probe(h, conf)
     finally:
         problems += await _stop(h, problems)
         problems += _committed(h, cls)
@@ -365,7 +364,7 @@ def run_check(name: str, check: str, workdir: Path | None = None) -> Result:
         scratch = (contextlib.nullcontext(str(workdir)) if workdir is not None
                    else tempfile.TemporaryDirectory(prefix=f"conformance-{name}-"))
         with scratch as tmp:
-            problems = asyncio.run(_RUNNING[check](info, cls, cls.conformance, Path(tmp)))
+            problems = asyncio.run(_run_case(check, info, cls, Path(tmp), _RUNNING[check]))
     return Result(name, check, tuple(problems), time.monotonic() - start)
 
 
