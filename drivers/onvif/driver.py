@@ -89,6 +89,9 @@ class OnvifDriver(Driver):
                     self.camera = cam
                     self.counts["subscriptions"] += 1
                     self.set_online()
+                    self.log.info("subscribed to events of %s %s at %s:%s (pull point %s)",
+                                  cam.info.get("Manufacturer", "?"), cam.info.get("Model", "?"),
+                                  host, port, cam.address)
                     backoff.reset()
                     refused = 0
                     self._publish(force=True, device=cam.info, last_error=None,

@@ -233,6 +233,17 @@ class FakeCamera:
         self.inject(Notification(MOTION_TOPIC, {"State": str(active).lower()},
                                  {"Source": source}, utc_time))
 
+    def flood(self, depth: int) -> None:
+        """Top every subscription up to ``depth`` waiting motion messages (as fast as pulled)."""
+        for sub in self.subscriptions.values():
+            missing = depth - len(sub.queue)
+            for i in range(missing):
+                sub.queue.append(Notification(MOTION_TOPIC, {"State": "true" if i % 2 else "false"},
+                                              {"Source": "VideoSource_1"}))
+            if missing > 0:
+                self.injected += missing
+                sub.wakeup.set()
+
     # -- SOAP -----------------------------------------------------------------------------------
 
     async def _soap(self, request: web.Request) -> web.StreamResponse:
@@ -519,7 +530,7 @@ class FakeCameraThread:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve a fake camera until interrupted; ``--motion-every`` injects motion periodically."""
+    """Serve a fake camera until interrupted (``--motion-every``, ``--flood`` make events)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
@@ -527,6 +538,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--password", default=os.environ.get("FAKECAM_PASSWORD", "secret"))
     parser.add_argument("--skew", type=float, default=0.0, help="camera clock minus real clock, s")
     parser.add_argument("--motion-every", type=float, default=0.0, help="seconds; 0 = never")
+    parser.add_argument("--flood", type=int, default=0, metavar="N",
+                        help="keep N motion messages waiting in every subscription (benchmarks)")
     args = parser.parse_args(argv)
 
     async def serve() -> None:
@@ -535,6 +548,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"fake ONVIF camera on {cam.base} (user {args.username})", flush=True)
         active = False
         while True:
+            if args.flood:
+                cam.flood(args.flood)
+                await asyncio.sleep(0.005)
+                continue
             await asyncio.sleep(args.motion_every or 3600)
             if args.motion_every:
                 active = not active
