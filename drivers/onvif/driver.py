@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agent.backoff import Backoff
@@ -66,10 +67,13 @@ class OnvifDriver(Driver):
     async def run(self) -> None:
         cfg = self.config
         self._loop = asyncio.get_running_loop()
-        host, port, username, password = await self._endpoint()
+        host, port, username = await self._endpoint()
         from drivers.onvif import camera as camera_mod  # the ONVIF stack only when configured
 
         worker = unsubscribe = None
+        if cfg.snapshot_on and self.context.exit_of(self.device_id) is None:
+            self.log.warning("snapshot_on is set but %s is in no [exits.*] table: no event "
+                             "will concern its exit, so it takes no snapshot", self.device_id)
         if cfg.snapshot_on:
             self._triggers = asyncio.Queue(cfg.snapshot_queue)
             worker = asyncio.create_task(self._snapshot_worker(), name=f"snapshots:{self.device_id}")
@@ -79,27 +83,9 @@ class OnvifDriver(Driver):
         self.update_state(host=host, port=port, subscription=None, clock_offset_s=None)
         try:
             while True:
-                cam = camera_mod.Camera(host, port, username, password,
-                                        request_timeout=cfg.request_timeout,
-                                        lifetime=cfg.subscription_lifetime)
                 try:
-                    await cam.connect(want_profiles=bool(cfg.snapshot_on))
-                    self._clock(cam.offset)
-                    await cam.subscribe()
-                    self.camera = cam
-                    self.counts["subscriptions"] += 1
-                    self.set_online()
-                    self.log.info("subscribed to events of %s %s at %s:%s (pull point %s)",
-                                  cam.info.get("Manufacturer", "?"), cam.info.get("Model", "?"),
-                                  host, port, cam.address)
-                    backoff.reset()
-                    refused = 0
-                    self._publish(force=True, device=cam.info, last_error=None,
-                                  subscription={"address": cam.address,
-                                                "terminates": cam.terminates})
-                    await self._pull_loop(cam)
+                    await self._session(host, port, username, on_live=backoff.reset)
                 except camera_mod.CameraError as err:
-                    self.camera = None
                     self._lost(err.reason, err.detail)
                     refused = refused + 1 if err.reason == camera_mod.AUTH else 0
                     # One refusal may be a glitch (a replayed nonce after a dropped connection,
@@ -107,14 +93,7 @@ class OnvifDriver(Driver):
                     # slowly so that the camera does not lock the account.
                     delay = cfg.auth_retry if refused >= 2 else backoff.next()
                     self.log.warning("camera %s:%s: %s; retrying in %.1f s", host, port, err, delay)
-                    await cam.close()
                     await asyncio.sleep(delay)
-                except asyncio.CancelledError:
-                    if cfg.unsubscribe_on_stop and self.camera is not None:
-                        with contextlib.suppress(Exception):
-                            await asyncio.wait_for(cam.unsubscribe(), 1.0)
-                    await cam.close()
-                    raise
         finally:
             self.camera = None
             if unsubscribe is not None:
@@ -126,20 +105,71 @@ class OnvifDriver(Driver):
                     await asyncio.wait_for(self.fake.stop(), 1.0)
                 self.fake = None
 
-    async def _endpoint(self) -> tuple[str, int, str, str]:
+    async def _session(self, host: str, port: int, username: str, *,
+                       on_live: Callable[[], None]) -> None:
+        """Connect, subscribe and pull until something fails.
+
+        Raises:
+            CameraError: whatever ended the session; its reason is the offline reason.
+        """
+        from drivers.onvif.camera import Camera
+
         cfg = self.config
-        password = ""
-        if cfg.password_file is not None:
-            text = await asyncio.to_thread(cfg.password_file.read_text, encoding="utf-8")
-            password = text.strip()
+        # Read for every attempt: a corrected password file needs no agent restart.
+        cam = Camera(host, port, username, await self._password(),
+                     request_timeout=cfg.request_timeout, lifetime=cfg.subscription_lifetime)
+        try:
+            await cam.connect(want_profiles=bool(cfg.snapshot_on))
+            self._clock(cam.offset)
+            await cam.subscribe()
+            self.camera = cam
+            self.counts["subscriptions"] += 1
+            self.set_online()
+            on_live()
+            self.log.info("subscribed to events of %s %s at %s:%s (pull point %s)",
+                          cam.info.get("Manufacturer", "?"), cam.info.get("Model", "?"), host,
+                          port, cam.address)
+            self._publish(force=True, device=cam.info, last_error=None,
+                          subscription={"address": cam.address, "terminates": cam.terminates})
+            await self._pull_loop(cam)
+        except asyncio.CancelledError:
+            if cfg.unsubscribe_on_stop and self.camera is cam:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(cam.unsubscribe(), 0.5)
+            raise
+        finally:
+            self.camera = None
+            await cam.close()
+
+    async def _password(self) -> str:
+        """The password from ``password_file`` (stripped); "" when none is configured.
+
+        Raises:
+            CameraError: the file cannot be read (reported as ``auth``).
+        """
+        path = self.config.password_file
+        if self.fake is not None:
+            return self.fake.password
+        if path is None:
+            return ""
+        try:
+            return (await asyncio.to_thread(path.read_text, encoding="utf-8")).strip()
+        except (OSError, UnicodeDecodeError) as err:
+            from drivers.onvif.camera import AUTH, CameraError
+
+            raise CameraError(AUTH, f"cannot read password_file {path}: {err}") from err
+
+    async def _endpoint(self) -> tuple[str, int, str]:
+        """Host, port and user name: the configured camera, or a built-in fake one."""
+        cfg = self.config
         if not cfg.simulate:
-            return cfg.host, cfg.port, cfg.username, password
+            return cfg.host, cfg.port, cfg.username
         from drivers.onvif.simulator import FakeCamera
 
-        self.fake = await FakeCamera(username=cfg.username or "admin",
-                                     password=password or SIM_PASSWORD).start()
+        password = await self._password() or SIM_PASSWORD
+        self.fake = await FakeCamera(username=cfg.username or "admin", password=password).start()
         self.log.info("simulated camera on %s", self.fake.base)
-        return self.fake.host, self.fake.port, self.fake.username, self.fake.password
+        return self.fake.host, self.fake.port, self.fake.username
 
     async def _pull_loop(self, cam: Camera) -> None:
         cfg = self.config

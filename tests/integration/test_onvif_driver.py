@@ -188,3 +188,14 @@ async def test_simulated_camera_is_driven_by_simulate(tmp_path):
         assert (await h.wait_for("camera.input"))["data"] == {"input": "door", "active": False}
         await h.driver.simulate("reboot", {"down_for": "0.2"})
         await h.wait_for("device.online", count=2)
+
+
+async def test_corrected_password_file_is_used_without_a_restart(camera, tmp_path):
+    opts = options(camera, tmp_path, password="bad")
+    async with DriverHarness("onvif", opts, tmp_path=tmp_path) as h:
+        offline = await h.wait_for("device.offline")
+        assert offline["data"]["reason"] == "auth"
+        Path(opts["password_file"]).write_text("secret\n")
+        await h.wait_for("device.online")
+        camera.motion(True)
+        await h.wait_for("camera.motion")
