@@ -207,3 +207,8 @@ def test_loading_the_driver_does_not_import_the_onvif_stack():
             "print(sorted(m for m in ('onvif', 'zeep', 'lxml', 'aiohttp') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_readme_shows_the_sample():
+    readme = (SAMPLE.parent / "README.md").read_text()
+    assert SAMPLE.read_text() in readme
