@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from drivers.onvif.simulator import FakeCamera
 
 SIM_PASSWORD = "simulated"  # noqa: S105 - the built-in fake camera's password when none is set
+MIN_EMPTY_PULL = 1.0
+"""An empty PullMessages answer sooner than this (or the timeout) is followed by a pause."""
 _TAMPER_TOPICS = {
     "scene_change": "tns1:VideoSource/GlobalSceneChange/ImagingService",
     "too_dark": "tns1:VideoSource/ImageTooDark/ImagingService",
@@ -81,10 +83,16 @@ class OnvifDriver(Driver):
         backoff = Backoff(initial=cfg.retry_min, cap=cfg.retry_max)
         refused = 0  # consecutive auth failures
         self.update_state(host=host, port=port, subscription=None, clock_offset_s=None)
+
+        def healthy() -> None:
+            nonlocal refused
+            refused = 0
+            backoff.reset()
+
         try:
             while True:
                 try:
-                    await self._session(host, port, username, on_live=backoff.reset)
+                    await self._session(host, port, username, on_live=healthy)
                 except camera_mod.CameraError as err:
                     self._lost(err.reason, err.detail)
                     refused = refused + 1 if err.reason == camera_mod.AUTH else 0
@@ -100,6 +108,7 @@ class OnvifDriver(Driver):
                 unsubscribe()
             if worker is not None:
                 worker.cancel()
+                await asyncio.wait({worker}, timeout=0.5)
             if self.fake is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self.fake.stop(), 1.0)
@@ -107,7 +116,8 @@ class OnvifDriver(Driver):
 
     async def _session(self, host: str, port: int, username: str, *,
                        on_live: Callable[[], None]) -> None:
-        """Connect, subscribe and pull until something fails.
+        """Connect, subscribe and pull until something fails; ``on_live`` after the first pull
+        (a camera that subscribes but faults every pull must not reset the backoff).
 
         Raises:
             CameraError: whatever ended the session; its reason is the offline reason.
@@ -125,13 +135,12 @@ class OnvifDriver(Driver):
             self.camera = cam
             self.counts["subscriptions"] += 1
             self.set_online()
-            on_live()
             self.log.info("subscribed to events of %s %s at %s:%s (pull point %s)",
                           cam.info.get("Manufacturer", "?"), cam.info.get("Model", "?"), host,
                           port, cam.address)
             self._publish(force=True, device=cam.info, last_error=None,
                           subscription={"address": cam.address, "terminates": cam.terminates})
-            await self._pull_loop(cam)
+            await self._pull_loop(cam, on_live)
         except asyncio.CancelledError:
             if cfg.unsubscribe_on_stop and self.camera is cam:
                 with contextlib.suppress(Exception):
@@ -171,8 +180,9 @@ class OnvifDriver(Driver):
         self.log.info("simulated camera on %s", self.fake.base)
         return self.fake.host, self.fake.port, self.fake.username
 
-    async def _pull_loop(self, cam: Camera) -> None:
+    async def _pull_loop(self, cam: Camera, on_live: Callable[[], None]) -> None:
         cfg = self.config
+        first = True
         while True:
             assert cam.renew_at is not None
             if time.monotonic() >= cam.renew_at:
@@ -180,10 +190,18 @@ class OnvifDriver(Driver):
                 with contextlib.suppress(Exception):  # a fresh offset is nice, not needed
                     self._clock(await cam.measure_clock())
             timeout = max(0.0, min(cfg.pull_timeout, cam.renew_at - time.monotonic()))
+            started = time.monotonic()
             messages = await cam.pull(timeout, cfg.message_limit)
             received = time.time()
             self._last_pull_ok = received
             self.counts["pulls"] += 1
+            if first:
+                on_live()
+                first = False
+            early = min(timeout, MIN_EMPTY_PULL) - (time.monotonic() - started)
+            if not messages and early > 0:
+                # Some cameras answer at once instead of waiting for Timeout: do not spin.
+                await asyncio.sleep(early)
             for msg in messages:
                 mapped = self.mapper.map(msg)
                 if mapped is None:

@@ -147,6 +147,8 @@ class FakeCamera:
         self.username, self.password = username, password
         self.skew = skew
         self.garbage_clock = False
+        self.ignore_timeout = False
+        """Answer PullMessages at once even when nothing is waiting (some firmwares do)."""
         self.snapshot_delay = 0.0
         """Seconds the snapshot URI takes to answer (a camera busy encoding)."""
         self.auth_window = auth_window
@@ -428,7 +430,7 @@ class FakeCamera:
         sub = self._subscription(request)
         timeout = parse_duration(req.findtext("tev:Timeout", namespaces=NS) or "PT10S")
         limit = int(req.findtext("tev:MessageLimit", namespaces=NS) or "1")
-        if not sub.queue:
+        if not sub.queue and not self.ignore_timeout:
             sub.wakeup.clear()
             transport = request.transport
             if transport is not None:

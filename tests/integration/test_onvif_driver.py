@@ -199,3 +199,29 @@ async def test_corrected_password_file_is_used_without_a_restart(camera, tmp_pat
         await h.wait_for("device.online")
         camera.motion(True)
         await h.wait_for("camera.motion")
+
+
+async def test_a_camera_that_ignores_the_pull_timeout_is_not_hammered(camera, tmp_path):
+    camera.ignore_timeout = True
+    async with DriverHarness("onvif", options(camera, tmp_path), tmp_path=tmp_path) as h:
+        await h.wait_for("device.online")
+        pulls = camera.requests["PullMessages"]
+        await asyncio.sleep(2.0)
+        assert camera.requests["PullMessages"] - pulls <= 4  # about one a second, not thousands
+        camera.motion(True)
+        await h.wait_for("camera.motion")
+
+
+async def test_health_checks_of_an_unreachable_camera(tmp_path):
+    cam = await FakeCamera().start()
+    port = cam.port
+    await cam.stop()  # nothing listens there any more
+    async with DriverHarness("onvif", options(cam, tmp_path), tmp_path=tmp_path) as h:
+        offline = await h.wait_for("device.offline")
+        assert offline["data"]["reason"] == "unreachable"
+        checks = {c.name: c for c in await h.driver.health()}
+        assert not checks["camera reachable"].ok
+        assert str(port) in checks["camera reachable"].detail
+        assert not checks["event subscription"].ok
+        await h.wait_for("device.offline", count=1)
+        assert len(h.of_type("device.offline")) == 1, "offline once, not once per retry"
