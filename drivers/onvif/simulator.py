@@ -23,7 +23,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
@@ -85,11 +85,14 @@ class Notification:
     data: dict[str, str]
     source: dict[str, str] = field(default_factory=dict)
     utc_time: str | None = None
-    """Override of the message's UtcTime attribute (garbage-timestamp cameras); None = camera now."""
+    """The message's UtcTime attribute as sent (garbage-timestamp cameras); None = when injected."""
     operation: str = "Changed"
+    at: float | None = None
+    """The camera's clock when it was injected (set by ``FakeCamera.inject``)."""
 
     def xml(self, camera_now: float) -> str:
-        when = self.utc_time if self.utc_time is not None else _iso(camera_now, millis=True)
+        when = self.utc_time if self.utc_time is not None else _iso(
+            camera_now if self.at is None else self.at, millis=True)
         src = "".join(f"<tt:SimpleItem Name={quoteattr(k)} Value={quoteattr(v)}/>"
                       for k, v in self.source.items())
         data = "".join(f"<tt:SimpleItem Name={quoteattr(k)} Value={quoteattr(v)}/>"
@@ -223,6 +226,8 @@ class FakeCamera:
     def inject(self, note: Notification) -> None:
         """Announce ``note`` to every live subscription (and remember it as the property state)."""
         self.injected += 1
+        if note.at is None:
+            note = replace(note, at=self.now())
         key = (note.topic, tuple(sorted(note.source.items())))
         self.properties[key] = note
         for sub in self.subscriptions.values():
@@ -405,8 +410,7 @@ class FakeCamera:
         self.subscriptions[sub.id] = sub
         if self.initial_state:
             for note in self.properties.values():
-                sub.queue.append(Notification(note.topic, note.data, note.source, None,
-                                              "Initialized"))
+                sub.queue.append(replace(note, operation="Initialized", at=None))
         now = self.now()
         return (
             "<tev:CreatePullPointSubscriptionResponse><tev:SubscriptionReference><wsa:Address>"

@@ -65,7 +65,8 @@ def test_events_clock_skew_and_reboot_end_to_end(tmp_path, broker, subscriber, a
     motion = subscriber.wait_events(1, "camera.motion")[0]
     assert motion["data"] == {"active": True, "topic": "tns1:VideoSource/MotionAlarm",
                               "source": "VideoSource_1"}
-    assert abs(epoch(motion) - injected) < 1.5, "event time is corrected by the camera offset"
+    # Uncorrected it would be 30 s off; the measurement is good to about a second.
+    assert abs(epoch(motion) - injected) < 5, "event time is corrected by the camera offset"
 
     # A reboot: unreachable for a moment, subscriptions forgotten; the agent resubscribes alone.
     cam.call(cam.camera.reboot(down_for=0.5))

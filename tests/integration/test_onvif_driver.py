@@ -225,3 +225,19 @@ async def test_health_checks_of_an_unreachable_camera(tmp_path):
         assert not checks["event subscription"].ok
         await h.wait_for("device.offline", count=1)
         assert len(h.of_type("device.offline")) == 1, "offline once, not once per retry"
+
+
+@pytest.mark.parametrize("skew", [0.0, -7200.0])
+async def test_clock_offset_is_measured_and_event_times_corrected(camera, tmp_path, skew):
+    camera.skew = skew
+    async with DriverHarness("onvif", options(camera, tmp_path), tmp_path=tmp_path) as h:
+        await h.wait_for("device.online")
+        state = await h.wait_state(lambda s: s.get("clock_offset_s") is not None)
+        assert abs(state["clock_offset_s"] - skew) < 1.5
+        assert state["clock_warning"] is (skew != 0)
+        injected = time.time()
+        camera.motion(True)
+        event = await h.wait_for("camera.motion")
+        assert abs(epoch(event) - injected) < 1.5
+        checks = {c.name: c for c in await h.driver.health()}
+        assert checks["clock offset"].ok is (skew == 0)
