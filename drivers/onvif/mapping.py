@@ -39,7 +39,7 @@ class TopicRule:
     """Topics matching ``pattern`` become ``event``; ``state`` names the data item holding active.
 
     A pattern is a topic (namespace prefixes are ignored); a last segment ``*`` or the ONVIF
-    ``//.`` suffix matches the topic and everything below it.
+    ``//.`` suffix matches that topic itself and everything below it.
     """
 
     pattern: str
@@ -64,7 +64,7 @@ class TopicRule:
         """Whether the normalised ``topic`` falls under this rule."""
         parts, subtree = self._parts
         got = tuple(topic.split("/"))
-        return got == parts or (subtree and got[:len(parts)] == parts and len(got) > len(parts))
+        return got == parts or (subtree and got[:len(parts)] == parts)
 
     @property
     def specificity(self) -> int:
