@@ -58,7 +58,7 @@ class OnvifDriver(Driver):
         self.mapper = EventMapper(self.config.rules())
         self.counts = {"events": 0, "pulls": 0, "camera_time_unusable": 0, "subscriptions": 0,
                        "snapshots": 0, "snapshots_failed": 0, "snapshots_skipped": 0}
-        self._offset_warned: float | None = None
+        self._clock_condition: str | None = None
         self._last_pull_ok: float | None = None
         self._last_state = 0.0
         self._triggers: asyncio.Queue[dict[str, Any]] | None = None
@@ -219,15 +219,20 @@ class OnvifDriver(Driver):
         self._publish(force=True, subscription=None, last_error=detail)
 
     def _clock(self, offset: float | None) -> None:
-        """Record the camera's offset; warn once each time it crosses ``clock_warn``."""
+        """Record the camera's offset; warn when it goes over ``clock_warn`` or unknown."""
         warn = offset is not None and abs(offset) > self.config.clock_warn
-        if warn and self._offset_warned is None:
-            self.log.warning("camera clock is %+.1f s off ours (over %.0f s): event times are "
-                             "corrected by it; set up NTP on the camera", offset,
-                             self.config.clock_warn)
-        self._offset_warned = offset if warn else None
-        if offset is None:
-            self.log.warning("camera reports no usable time: events get the time we receive them")
+        condition = "unknown" if offset is None else "off" if warn else "ok"
+        if condition != self._clock_condition:
+            if condition == "off":
+                self.log.warning("camera clock is %+.1f s off ours (over %.0f s): event times "
+                                 "are corrected by it; set up NTP on the camera", offset,
+                                 self.config.clock_warn)
+            elif condition == "unknown":
+                self.log.warning("camera reports no usable time: events get the time we "
+                                 "receive them")
+            elif self._clock_condition is not None:
+                self.log.info("camera clock is back within %.0f s of ours", self.config.clock_warn)
+        self._clock_condition = condition
         self.update_state(clock_offset_s=None if offset is None else round(offset, 2),
                           clock_warning=warn or offset is None)
 
