@@ -150,6 +150,8 @@ class FakeCamera:
         self.username, self.password = username, password
         self.skew = skew
         self.garbage_clock = False
+        self.fault_pulls = False
+        """Fault every PullMessages (a firmware whose pull point is broken)."""
         self.ignore_timeout = False
         """Answer PullMessages at once even when nothing is waiting (some firmwares do)."""
         self.snapshot_delay = 0.0
@@ -432,6 +434,8 @@ class FakeCamera:
 
     async def _op_PullMessages(self, req: Any, request: web.Request) -> str:
         sub = self._subscription(request)
+        if self.fault_pulls:
+            raise SoapFault("ter:Action", "PullMessages failed", code="Receiver", status=500)
         timeout = parse_duration(req.findtext("tev:Timeout", namespaces=NS) or "PT10S")
         limit = int(req.findtext("tev:MessageLimit", namespaces=NS) or "1")
         if not sub.queue and not self.ignore_timeout:

@@ -241,3 +241,33 @@ async def test_clock_offset_is_measured_and_event_times_corrected(camera, tmp_pa
         assert abs(epoch(event) - injected) < 1.5
         checks = {c.name: c for c in await h.driver.health()}
         assert checks["clock offset"].ok is (skew == 0)
+
+
+async def test_a_pull_point_that_always_faults_backs_off(camera, tmp_path):
+    camera.fault_pulls = True
+    opts = options(camera, tmp_path, retry_min="200ms", retry_max="10s")
+    async with DriverHarness("onvif", opts, tmp_path=tmp_path) as h:
+        await h.wait_for("device.offline", count=4, timeout=15)
+        offline = h.of_type("device.offline")
+        assert {e["data"]["reason"] for e in offline} == {"subscription lost"}
+        gaps = [epoch(b) - epoch(a) for a, b in zip(offline, offline[1:], strict=False)]
+        # Retries after about 0.2, 0.4 and 0.8 s (+-20%): a good subscribe alone must not reset it.
+        assert gaps[2] > gaps[0] + 0.2, gaps
+
+
+def test_failures_are_classified_for_the_offline_reason():
+    from aiohttp import ClientConnectionError
+    from lxml import etree
+    from zeep.exceptions import Fault, TransportError, XMLParseError
+
+    from drivers.onvif.camera import classify
+
+    denied = Fault("Sender not Authorized", code="env:Sender",
+                   subcodes=[etree.QName("http://www.onvif.org/ver10/error", "NotAuthorized")])
+    assert classify(denied).reason == "auth"
+    assert classify(Fault("no such subscription"), fault_reason="subscription lost").reason == \
+        "subscription lost"
+    assert classify(TransportError("denied", status_code=401)).reason == "auth"
+    assert classify(TimeoutError()).reason == "unreachable"
+    assert classify(ClientConnectionError("reset")).reason == "unreachable"
+    assert classify(XMLParseError("bad")).reason == "protocol"
