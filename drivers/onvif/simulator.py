@@ -150,6 +150,9 @@ class FakeCamera:
         self.username, self.password = username, password
         self.skew = skew
         self.garbage_clock = False
+        self.broken_relative_time: float | None = None
+        """Grant this many seconds for any relative (``PT..S``) termination time, as firmwares
+        that misread durations do; absolute times are honoured."""
         self.fault_pulls = False
         """Fault every PullMessages (a firmware whose pull point is broken)."""
         self.ignore_timeout = False
@@ -397,6 +400,8 @@ class FakeCamera:
             return now + default
         text = text.strip()
         if text.startswith("P"):
+            if self.broken_relative_time is not None:
+                return now + self.broken_relative_time
             return now + parse_duration(text)
         try:
             return _parse_time(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import time
 from datetime import datetime
 from pathlib import Path
@@ -250,7 +251,7 @@ async def test_a_pull_point_that_always_faults_backs_off(camera, tmp_path):
         await h.wait_for("device.offline", count=4, timeout=15)
         offline = h.of_type("device.offline")
         assert {e["data"]["reason"] for e in offline} == {"subscription lost"}
-        gaps = [epoch(b) - epoch(a) for a, b in zip(offline, offline[1:], strict=False)]
+        gaps = [epoch(b) - epoch(a) for a, b in itertools.pairwise(offline)]
         # Retries after about 0.2, 0.4 and 0.8 s (+-20%): a good subscribe alone must not reset it.
         assert gaps[2] > gaps[0] + 0.2, gaps
 
@@ -271,3 +272,16 @@ def test_failures_are_classified_for_the_offline_reason():
     assert classify(TimeoutError()).reason == "unreachable"
     assert classify(ClientConnectionError("reset")).reason == "unreachable"
     assert classify(XMLParseError("bad")).reason == "protocol"
+
+
+async def test_camera_that_misreads_relative_times_gets_absolute_ones_on_its_clock(camera, tmp_path):
+    camera.broken_relative_time = 2.0
+    camera.skew = -3600.0  # absolute times must be on the camera's clock
+    async with DriverHarness("onvif", options(camera, tmp_path), tmp_path=tmp_path) as h:
+        await h.wait_for("device.online")
+        (sub,) = camera.subscriptions.values()
+        assert 590 < sub.terminates - camera.now() <= 600
+        await asyncio.sleep(2.5)  # past what the relative time would have granted
+        camera.motion(True)
+        await h.wait_for("camera.motion")
+        assert camera.requests["CreatePullPointSubscription"] == 1
