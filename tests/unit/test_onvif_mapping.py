@@ -177,15 +177,6 @@ def test_snapshot_retention_by_count_bytes_and_age(tmp_path):
     assert not old.exists()
 
 
-def test_sample_config_is_valid(tmp_path):
-    (tmp_path / "camera.password").write_text("secret\n")
-    (tmp_path / "exit1-eas.jsonl").write_text("")
-    path = tmp_path / "agent.toml"
-    path.write_text(f'[agent]\nstore_id = "t"\ndata_dir = "{tmp_path}"\n' + SAMPLE.read_text())
-    cfg = load_config(path)
-    assert cfg.devices["exit1-cam"].driver.name == "onvif"
-
-
 @pytest.mark.parametrize(("options", "problem"), [
     ({}, "host is required"),
     ({"host": "cam", "password_file": "missing.txt"}, "no such file"),
