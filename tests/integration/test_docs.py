@@ -37,8 +37,9 @@ def test_every_command_shown_runs():
     setup = (ROOT / "scripts" / "setup").read_text()
     for command in commands:
         argv = shlex.split(command)
-        if argv[0] == "pip":  # the set-up does it, into the .venv the tests run in
-            assert " ".join(argv[1:]) in setup.replace(" -q --disable-pip-version-check", "")
+        if argv[:3] == ["pip", "install", "-e"]:  # the set-up does it, into the tests' .venv
+            assert f" {argv[3]};" in setup and 'pip install --disable-pip-version-check -e "$target"' \
+                in setup
             continue
         assert argv[0] == "agent", f"{DOC.name} shows a command the test does not know: {command}"
         proc = subprocess.run([AGENT_BIN, *argv[1:]], capture_output=True, text=True, timeout=120,

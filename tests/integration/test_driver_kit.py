@@ -33,14 +33,6 @@ def test_builtin_drivers_are_found_through_the_entry_points():
     assert {"replay", "gpio_door", "gpio_input", "gpio_output"} <= set(BUILTIN)
 
 
-@pytest.mark.parametrize("driver", BUILTIN)
-def test_builtin_readme_shows_the_sample(driver):
-    folder = Path(discover()[driver].cls.__module__.replace(".", "/")).parent
-    sample = ROOT / folder / "sample.toml"
-    readme = (ROOT / folder / "README.md").read_text()
-    assert f"```toml\n{sample.read_text()}```" in readme, "README.md must show sample.toml as is"
-
-
 @pytest.fixture
 def kitbad(monkeypatch):
     monkeypatch.syspath_prepend(str(KITBAD))
