@@ -272,7 +272,9 @@ class Publisher:
             self._send_retained(client)
             room = self.mqtt.max_inflight - len(inflight)
             rows = []
-            if room > 0:
+            # Refill in batches (half a window at a time): one query and one wake-up per batch
+            # instead of one per PUBACK when the window is full.
+            if room > 0 and (len(inflight) <= self.mqtt.max_inflight // 2):
                 rows = self.buffer.fetch(last_sent, room)
                 for row in rows:
                     info = client.publish(self.topics.event(row.device, row.type), row.payload,

@@ -97,22 +97,34 @@ def run(args: argparse.Namespace) -> None:
     n = args.events
     results: dict[str, str] = {}
 
-    # 1. throughput: the ceiling, then the agent (synchronous = full)
-    agent = AgentProcess(tmp / "thr", agent_config(
-        tmp / "thr", broker, {"bench": {"driver": "replay", "file": str(rec), "rate": 0,
-                                        "loop": True, "count": n}},
-        buffer={"synchronous": "full"}, mqtt={"max_inflight": args.inflight}))
-    agent.start(wait_connected=True)
-    wait_count(sub, "retail/t1/events/bench/eas.alarm", n, 600)
-    agent.stop()
-    got = arrivals(sub, "bench")
-    size = len(json.dumps(got[0][1]))
-    agent_rate = (n - 1) / (got[-1][0] - got[0][0])
-    raw_rate = ceiling(broker, sub, n, size, args.inflight)
-    results["ceiling (raw paho QoS1, one client)"] = f"{raw_rate:,.0f} msg/s ({size} B payloads)"
+    # 1. throughput: the agent (synchronous = full) and the ceiling, alternated, so that both
+    #    see the same machine; the ratio of each pair is what counts on a shared machine.
+    ratios, agent_rates, raw_rates = [], [], []
+    size = 0
+    for r in range(args.rounds):
+        agent = AgentProcess(tmp / f"thr{r}", agent_config(
+            tmp / f"thr{r}", broker, {"bench": {"driver": "replay", "file": str(rec), "rate": 0,
+                                                "loop": True, "count": n}},
+            buffer={"synchronous": "full"}, mqtt={"max_inflight": args.inflight}))
+        agent.start(wait_connected=True)
+        wait_count(sub, "retail/t1/events/bench/eas.alarm", n, 600)
+        agent.stop()
+        got = arrivals(sub, "bench")
+        size = len(json.dumps(got[0][1]))
+        agent_rate = (n - 1) / (got[-1][0] - got[0][0])
+        sub.got.clear()
+        raw_rate = ceiling(broker, sub, n, size, args.inflight)
+        sub.got.clear()
+        agent_rates.append(agent_rate)
+        raw_rates.append(raw_rate)
+        ratios.append(agent_rate / raw_rate)
+    results["ceiling (raw paho QoS1, one client, own process)"] = (
+        f"{statistics.median(raw_rates):,.0f} msg/s median of {args.rounds} "
+        f"({size} B payloads, max_inflight {args.inflight})")
     results["agent replay->broker, synchronous=full"] = (
-        f"{agent_rate:,.0f} events/s = {agent_rate / raw_rate:.2f} of the ceiling (target >= 0.7)")
-    sub.got.clear()
+        f"{statistics.median(agent_rates):,.0f} events/s median; ratio to the ceiling per round "
+        f"{', '.join(f'{x:.2f}' for x in ratios)}; median {statistics.median(ratios):.2f} "
+        "(target >= 0.7)")
 
     # 2. latency at 200 events/s
     count = 200 * args.latency_seconds
@@ -174,4 +186,5 @@ if __name__ == "__main__":
     parser.add_argument("--inflight", type=int, default=50)
     parser.add_argument("--latency-seconds", type=int, default=15)
     parser.add_argument("--backlog", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
     run(parser.parse_args())
