@@ -33,6 +33,12 @@ def test_builtin_drivers_are_found_through_the_entry_points():
     assert {"replay", "gpio_door", "gpio_input", "gpio_output"} <= set(BUILTIN)
 
 
+def test_the_cli_offers_every_check():
+    from agent.cli import CHECK_NAMES
+
+    assert CHECK_NAMES == CHECKS
+
+
 @pytest.fixture
 def kitbad(monkeypatch):
     monkeypatch.syspath_prepend(str(KITBAD))
