@@ -108,7 +108,8 @@ class EasSerialDriver(Driver):
                 self.port_open = False
                 with contextlib.suppress(Exception):
                     ser.close()
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(reason))
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+                loop.call_soon_threadsafe(lambda: done.done() or done.set_result(reason))
 
         threading.Thread(target=target, daemon=True, name=f"eas_serial:{self.device_id}").start()
         try:

@@ -182,6 +182,7 @@ class SocatPair:
     def __init__(self, directory: Path) -> None:
         if shutil.which("socat") is None:
             raise RuntimeError("socat is not installed (apt-get install socat)")
+        directory.mkdir(parents=True, exist_ok=True)
         self.driver_end = directory / "ttyDRIVER"
         self.pedestal_end = directory / "ttyPEDESTAL"
         self.proc: subprocess.Popen[bytes] | None = None

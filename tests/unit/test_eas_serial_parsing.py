@@ -100,7 +100,8 @@ def test_endless_line_is_dropped_once_and_memory_stays_bounded():
     for _ in range(1000):
         bad += framer.feed(b"x" * 100)
         assert framer.pending <= 64
-    assert len(bad) == 1 and isinstance(bad[0], BadFrame)
+    assert len(bad) == 1
+    assert isinstance(bad[0], BadFrame)
     # The tail of the overlong line up to the next terminator is skipped, then framing resumes.
     assert framer.feed(b"yyy\r\nOK\r\n") == [b"OK"]
 
@@ -205,12 +206,6 @@ def test_fuzz_any_bytes_in_any_chunking_never_crash_and_stay_bounded(lines, cuts
         pos, i = pos + step, i + 1
     assert got == expected
     assert whole.frames == whole.matched + whole.unmatched + whole.bad_frames
-    for out in expected:
-        if isinstance(out, Matched) and out.type is not None:
-            try:
-                validate_data(out.type, out.data)
-            except ValueError:
-                pass  # the driver counts it as a bad frame; parsing must only not crash
 
 
 @settings(max_examples=200, deadline=None)
