@@ -103,8 +103,10 @@ class UrlLink(Link):
         self.port = url
         self._ser = serial.serial_for_url(url, timeout=0.2)
         self._stop = threading.Event()
-        threading.Thread(target=self._reader, args=(lambda: self._ser.read(4096), self._stop),
-                         daemon=True, name="sim-url").start()
+        self._thread = threading.Thread(target=self._reader,
+                                        args=(lambda: self._ser.read(4096), self._stop),
+                                        daemon=True, name="sim-url")
+        self._thread.start()
 
     def write(self, data: bytes) -> None:
         self._ser.write(data)
@@ -112,6 +114,7 @@ class UrlLink(Link):
 
     def close(self) -> None:
         self._stop.set()
+        self._thread.join(1)  # a read in progress ends within its timeout
         self._ser.close()
 
 

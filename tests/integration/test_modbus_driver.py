@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import tomllib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,22 @@ def options(port: int, **more) -> dict:
             **more}
 
 
+@pytest.fixture
+async def ctl():
+    controller = await EasController().start()
+    yield controller
+    await controller.stop()
+
+
+@contextlib.asynccontextmanager
+async def polling(port: int, tmp_path: Path, **more) -> AsyncIterator[DriverHarness]:
+    """The driver polling ``port``, online and past its baseline read."""
+    async with DriverHarness("modbus", options(port, **more), tmp_path=tmp_path) as h:
+        await h.wait_for("device.online")
+        await settled(h)
+        yield h
+
+
 async def settled(h: DriverHarness, polls: int = 2) -> None:
     """Wait until the driver has read the controller ``polls`` more times (a baseline)."""
     start = h.driver.polls
@@ -35,82 +53,64 @@ def alarms(h: DriverHarness, direction: str = "out") -> int:
     return len([e for e in h.of_type("eas.alarm") if e["data"]["direction"] == direction])
 
 
-async def test_counters_wrap_around_and_controller_restart(tmp_path):
-    ctl = await EasController().start()
-    try:
-        async with DriverHarness("modbus", options(ctl.port), tmp_path=tmp_path) as h:
-            await h.wait_for("device.online")
-            await settled(h)
-            await ctl.alarm("out", 3)  # an alarm counter up by 3 is 3 alarms
-            await h.wait_for("eas.alarm", count=3)
-            await ctl.alarm("in")
-            await h.wait_for("eas.alarm", where=lambda e: e["data"]["direction"] == "in")
-            await ctl.people(4, 2)
-            counts = [await h.wait_for("eas.people_count", where=lambda e, k=k: e["data"][k] > 0)
-                      for k in ("in", "out")]
-            assert [c["data"] for c in counts] == [{"in": 4, "out": 0}, {"in": 0, "out": 2}]
+async def test_counters_wrap_around_and_controller_restart(tmp_path, ctl):
+    async with polling(ctl.port, tmp_path) as h:
+        await ctl.alarm("out", 3)  # an alarm counter up by 3 is 3 alarms
+        await h.wait_for("eas.alarm", count=3)
+        await ctl.alarm("in")
+        await h.wait_for("eas.alarm", where=lambda e: e["data"]["direction"] == "in")
+        await ctl.people(4, 2)
+        counts = [await h.wait_for("eas.people_count", where=lambda e, k=k: e["data"][k] > 0)
+                  for k in ("in", "out")]
+        assert [c["data"] for c in counts] == [{"in": 4, "out": 0}, {"in": 0, "out": 2}]
 
-            await ctl.set_counter("alarm_out", 65534)  # not believable: a new baseline
-            await settled(h)
-            assert alarms(h) == 3
-            assert h.driver.state["last_counter_event"]["kind"] == "jump"
-            await ctl.alarm("out", 4)  # 65535, 0, 1, 2: wraps
-            await h.wait_for("eas.alarm", count=7, where=lambda e: e["data"]["direction"] == "out")
-            await settled(h)
-            assert h.driver.state["last_counter_event"]["kind"] == "wrap"
+        await ctl.set_counter("alarm_out", 65534)  # not believable: a new baseline
+        await settled(h)
+        assert alarms(h) == 3
+        assert h.driver.state["last_counter_event"]["kind"] == "jump"
+        await ctl.alarm("out", 4)  # 65535, 0, 1, 2: wraps
+        await h.wait_for("eas.alarm", count=7, where=lambda e: e["data"]["direction"] == "out")
+        await settled(h)
+        assert h.driver.state["last_counter_event"]["kind"] == "wrap"
 
-            await ctl.restart()  # a reboot: the connection drops, counters start again at 0
-            await h.wait_for("device.online", count=2)
-            await settled(h)
-            assert h.driver.state["last_counter_event"]["kind"] == "restart"
-            await ctl.alarm("out", 2)
-            await h.wait_for("eas.alarm", count=9, where=lambda e: e["data"]["direction"] == "out")
-            await settled(h)
-            assert alarms(h) == 9
-            assert alarms(h, "in") == 1
-    finally:
+        await ctl.restart()  # a reboot: the connection drops, counters start again at 0
+        await h.wait_for("device.online", count=2)
+        await settled(h)
+        assert h.driver.state["last_counter_event"]["kind"] == "restart"
+        await ctl.alarm("out", 2)
+        await h.wait_for("eas.alarm", count=9, where=lambda e: e["data"]["direction"] == "out")
+        await settled(h)
+        assert alarms(h) == 9
+        assert alarms(h, "in") == 1
+
+
+async def test_interference_edges_and_fault_codes(tmp_path, ctl):
+    async with polling(ctl.port, tmp_path) as h:
+        await ctl.interference(True)
+        await h.wait_for("eas.interference", where=lambda e: e["data"]["inhibit"])
+        await ctl.interference(False)
+        await h.wait_for("eas.interference", where=lambda e: not e["data"]["inhibit"])
+        await ctl.fault(3)
+        fault = await h.wait_for("eas.fault")
+        assert fault["data"] == {"reason": "transmitter overload"}
+        await ctl.fault(0)
+        await settled(h)
+        assert len(h.of_type("eas.fault")) == 1  # back to 0 means "no fault"
+        assert h.driver.state["values"]["fault_code"] == 0
+        assert h.driver.state["requests_per_poll"] == 2  # 8 input registers + 2 inputs
+
+
+async def test_server_down_and_up_counts_what_happened_meanwhile(tmp_path, ctl):
+    async with polling(ctl.port, tmp_path) as h:
         await ctl.stop()
-
-
-async def test_interference_edges_and_fault_codes(tmp_path):
-    ctl = await EasController().start()
-    try:
-        async with DriverHarness("modbus", options(ctl.port), tmp_path=tmp_path) as h:
-            await h.wait_for("device.online")
-            await settled(h)
-            await ctl.interference(True)
-            await h.wait_for("eas.interference", where=lambda e: e["data"]["inhibit"])
-            await ctl.interference(False)
-            await h.wait_for("eas.interference", where=lambda e: not e["data"]["inhibit"])
-            await ctl.fault(3)
-            fault = await h.wait_for("eas.fault")
-            assert fault["data"] == {"reason": "transmitter overload"}
-            await ctl.fault(0)
-            await settled(h)
-            assert len(h.of_type("eas.fault")) == 1  # back to 0 means "no fault"
-            assert h.driver.state["values"]["fault_code"] == 0
-            assert h.driver.state["requests_per_poll"] == 2  # 8 input registers + 2 inputs
-    finally:
-        await ctl.stop()
-
-
-async def test_server_down_and_up_counts_what_happened_meanwhile(tmp_path):
-    ctl = await EasController().start()
-    try:
-        async with DriverHarness("modbus", options(ctl.port), tmp_path=tmp_path) as h:
-            await h.wait_for("device.online")
-            await settled(h)
-            await ctl.stop()
-            offline = await h.wait_for("device.offline")
-            assert str(ctl.port) in offline["data"]["reason"]
-            assert not (await h.driver.health())[0].ok
-            await ctl.start()  # same counters: a network outage, not a reboot
-            await ctl.alarm("out", 2)
-            await h.wait_for("device.online", count=2)
-            await h.wait_for("eas.alarm", count=2)
-            assert (await h.driver.health())[0].ok
-    finally:
-        await ctl.stop()
+        offline = await h.wait_for("device.offline")
+        assert str(ctl.port) in offline["data"]["reason"]
+        assert not (await h.driver.health())[0].ok
+        await ctl.start()  # same counters: a network outage, not a reboot
+        await ctl.alarm("out", 2)
+        await h.wait_for("device.online", count=2)
+        await h.wait_for("eas.alarm", count=2)
+        assert (await h.driver.health())[0].ok
 
 
 async def test_exception_response_makes_the_device_offline_with_the_reason(tmp_path):

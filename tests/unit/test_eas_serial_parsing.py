@@ -214,3 +214,8 @@ def test_fuzz_noise_without_terminator_holds_at_most_max_line(noise):
     p = parser_for(max_line=64)
     p.feed(noise.replace(b"\n", b""))
     assert p.framer.pending <= 64
+
+
+def test_readme_includes_the_sample():
+    body = "".join(SAMPLE.read_text().splitlines(keepends=True)[1:]).lstrip("\n")
+    assert body in SAMPLE.with_name("README.md").read_text()
