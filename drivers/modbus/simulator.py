@@ -1,4 +1,4 @@
-"""A simulated Modbus EAS controller (a real pymodbus TCP server) with alarm and people counters.
+"""A simulated Modbus EAS controller (a real pymodbus server, TCP or RTU) with alarm and people counters.
 
 Register layout (the one ``sample.toml`` maps; 0-based protocol addresses, unit 1):
 
@@ -28,7 +28,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any
 
-from pymodbus.server import ModbusTcpServer
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 __all__ = ["ControllerThread", "EasController", "SimulatorError", "free_port"]
@@ -55,9 +56,12 @@ class EasController:
     """The controller: counters in Python, served as Modbus registers. Runs in an event loop."""
 
     def __init__(self, *, port: int = 0, host: str = "127.0.0.1", device_id: int = 1,
-                 hold: float = 0.5) -> None:
+                 hold: float = 0.5, serial_port: str | None = None, baudrate: int = 9600) -> None:
         self.host = host
         self.port = port or free_port()
+        self.serial_port = serial_port
+        """Serve Modbus RTU on this serial port (e.g. one end of a socat pair) instead of TCP."""
+        self.baudrate = baudrate
         self.device_id = device_id
         self.hold = hold
         self.counters = {"alarm_out": 0, "alarm_in": 0, "people_in": 0, "people_out": 0}
@@ -65,7 +69,7 @@ class EasController:
         self.noise = 0
         self.inhibit = False
         self.alarm_active = False
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._hold_task: asyncio.Task[None] | None = None
 
     @property
@@ -73,14 +77,19 @@ class EasController:
         return self._server is not None
 
     async def start(self) -> EasController:
-        """Listen on ``host:port`` (again, after ``stop``)."""
+        """Listen on ``host:port`` or ``serial_port`` (again, after ``stop``)."""
         device = SimDevice(id=self.device_id, simdata=(
             [SimData(0, count=SIZE, values=False, datatype=DataType.BITS)],
             [SimData(0, count=SIZE, values=False, datatype=DataType.BITS)],
             [SimData(0, count=SIZE, values=0, datatype=DataType.REGISTERS)],
             [SimData(0, count=SIZE, values=0, datatype=DataType.REGISTERS)],
         ))
-        server = ModbusTcpServer(device, address=(self.host, self.port))
+        server: ModbusTcpServer | ModbusSerialServer
+        if self.serial_port:
+            server = ModbusSerialServer(device, framer=FramerType.RTU, port=self.serial_port,
+                                        baudrate=self.baudrate)
+        else:
+            server = ModbusTcpServer(device, address=(self.host, self.port))
         await server.serve_forever(background=True)
         self._server = server
         await self._sync()

@@ -14,6 +14,7 @@ import pytest
 from support import AgentProcess, agent_config, wait_until
 
 from agent.testing import DriverHarness
+from drivers.eas_serial.simulator import SocatPair
 from drivers.modbus.simulator import ControllerThread, EasController
 
 SAMPLE = Path(__file__).parents[2] / "drivers" / "modbus" / "sample.toml"
@@ -151,6 +152,25 @@ async def test_a_controller_that_never_answers_is_a_timeout(tmp_path):
         server.close()
         for conn in held:
             conn.close()
+
+
+async def test_rtu_over_a_serial_port_and_unplugging_it(tmp_path):
+    pair = SocatPair(tmp_path / "pty").start()
+    ctl = await EasController(serial_port=str(pair.pedestal_end), baudrate=19200).start()
+    opts = {**options(0), "port": str(pair.driver_end), "baudrate": 19200}
+    del opts["host"], opts["tcp_port"]
+    try:
+        async with DriverHarness("modbus", opts, tmp_path=tmp_path) as h:
+            await h.wait_for("device.online")
+            await settled(h)
+            await ctl.alarm("out", 2)
+            await h.wait_for("eas.alarm", count=2)
+            pair.stop()  # the RS-485 adapter is pulled
+            offline = await h.wait_for("device.offline")
+            assert offline["data"]["reason"] == f"connection lost: {pair.driver_end} unit 1"
+    finally:
+        await ctl.stop()
+        pair.stop()
 
 
 async def test_simulate_mode_alarm_reaches_the_driver_through_modbus(tmp_path):
