@@ -219,3 +219,25 @@ def test_fuzz_noise_without_terminator_holds_at_most_max_line(noise):
 def test_readme_includes_the_sample():
     body = "".join(SAMPLE.read_text().splitlines(keepends=True)[1:]).lstrip("\n")
     assert body in SAMPLE.with_name("README.md").read_text()
+
+
+@settings(max_examples=300, deadline=None)
+@given(direction=st.sampled_from(["IN", "OUT", "in", "Out", "?", ""]),
+       level=st.one_of(st.none(), st.integers(0, 10**6), st.floats(0, 1000, allow_nan=False)),
+       pedestal=st.one_of(st.none(), st.from_regex(r"[A-Za-z0-9_]{1,8}", fullmatch=True)),
+       noise=st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs")), max_size=40))
+def test_fuzz_well_formed_alarm_lines_always_give_valid_alarms(direction, level, pedestal, noise):
+    """Any alarm line of the pipe profile's grammar, amid arbitrary text lines, gives exactly one
+    catalogue-valid eas.alarm with the line's direction."""
+    line = f"ALARM|{direction}"
+    if level is not None:
+        line += f"|{level:.2f}" if isinstance(level, float) else f"|{level}"
+        if pedestal is not None:
+            line += f"|{pedestal}"
+    p = parser_for()
+    out = p.feed(f"{noise}\r\n{line}\r\n".encode())
+    alarms = [o for o in out if isinstance(o, Matched) and o.line == line]
+    assert len(alarms) == 1
+    data = validate_data("eas.alarm", alarms[0].data)
+    assert data["direction"] == normalise_direction(direction)
+    assert data["raw"] == line
