@@ -88,13 +88,22 @@ class ModbusDriver(Driver):
                 except ConnectionException:
                     self.set_offline(f"connection lost: {self._where()}")
                 except ModbusException as err:
-                    self.set_offline(_modbus_reason(err))
+                    self.set_offline(self._reason(err))
                 finally:
                     client.close()
                 await asyncio.sleep(backoff.next())
         finally:
             if self.sim is not None:
                 await self.sim.stop()
+
+    def _reason(self, err: ModbusException) -> str:
+        """``device.offline`` reason for a failed request."""
+        text = str(err).removeprefix("Modbus Error: ").strip()
+        if "No response" in text:
+            cfg = self.config
+            return (f"timeout: no response from {self._where()} within {cfg.timeout:g} s "
+                    f"({cfg.retries} retries)")
+        return f"{text or type(err).__name__} ({self._where()})"
 
     def _where(self) -> str:
         cfg = self.config
@@ -202,8 +211,3 @@ class ModbusDriver(Driver):
         return {"command": command, "result": result}
 
 
-def _modbus_reason(err: ModbusException) -> str:
-    text = str(err).removeprefix("Modbus Error: ").strip()
-    if "No response" in text or "timeout" in text.lower():
-        return f"timeout: {text}"
-    return text or type(err).__name__
