@@ -137,7 +137,7 @@ class EasSerialConfig(DriverConfig):
     baudrate: int = Field(default=9600, gt=0)
     bytesize: Literal[5, 6, 7, 8] = 8
     parity: Literal["none", "even", "odd", "mark", "space"] = "none"
-    stopbits: Literal[1, 1.5, 2] = 1
+    stopbits: float = Field(default=1, description="1, 1.5 or 2")
     encoding: str = "utf-8"
     terminator: str = Field(default="\n", min_length=1, description="end of a line, e.g. \"\\r\\n\"")
     max_line: int = Field(default=512, ge=16, le=65536, description="longest line kept, in bytes")
@@ -172,6 +172,13 @@ class EasSerialConfig(DriverConfig):
         merged["profile_rules"] = profile.get("rules", [])
         merged["simulator"] = profile.get("simulator", {})
         return merged
+
+    @field_validator("stopbits")
+    @classmethod
+    def _stopbits(cls, value: float) -> float:
+        if value not in (1, 1.5, 2):
+            raise ValueError("accepted: 1, 1.5, 2")
+        return value
 
     @field_validator("encoding")
     @classmethod

@@ -98,6 +98,10 @@ class EasSerialDriver(Driver):
         loop = asyncio.get_running_loop()
         done: asyncio.Future[str] = loop.create_future()
 
+        def finish(reason: str) -> None:
+            if not done.done():
+                done.set_result(reason)
+
         def target() -> None:
             try:
                 reason = self._read_loop(ser, stop)
@@ -109,7 +113,7 @@ class EasSerialDriver(Driver):
                 with contextlib.suppress(Exception):
                     ser.close()
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
-                loop.call_soon_threadsafe(lambda: done.done() or done.set_result(reason))
+                loop.call_soon_threadsafe(finish, reason)
 
         threading.Thread(target=target, daemon=True, name=f"eas_serial:{self.device_id}").start()
         try:

@@ -72,8 +72,9 @@ class PtyLink(Link):
         self.port = os.ttyname(self._slave)
         self._stop = threading.Event()
         os.set_blocking(self._master, False)
-        threading.Thread(target=self._reader, args=(self._read, self._stop), daemon=True,
-                         name="sim-pty").start()
+        self._thread = threading.Thread(target=self._reader, args=(self._read, self._stop),
+                                        daemon=True, name="sim-pty")
+        self._thread.start()
 
     def _read(self) -> bytes:
         import select
@@ -91,6 +92,9 @@ class PtyLink(Link):
 
     def close(self) -> None:
         self._stop.set()
+        # Join first: a closed descriptor number is soon reused, and the reader must not read
+        # another file's bytes through it.
+        self._thread.join(1)
         for fd in (self._master, self._slave):
             with contextlib.suppress(OSError):
                 os.close(fd)
