@@ -268,7 +268,11 @@ def _check_devices(
             problems.append(_describe(path, (*where, "driver"), str(err), name, has_value=True))
             continue
         try:
-            config = cls.Config.model_validate(options)
+            # The whole file as context: a driver may check a key against another section or
+            # device (e.g. a simulation-only key against [gpio] pin_factory).
+            config = cls.Config.model_validate(
+                options, context={"settings": settings, "device_id": dev_id}
+            )
         except ValidationError as err:
             problems.extend(_problems(path, err, where))
             continue

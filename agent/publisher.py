@@ -48,6 +48,7 @@ class Publisher:
         self.buffer = buffer
         self._ack = ack
         self._on_request = on_request
+        self.on_connected: Callable[[], None] = lambda: None
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._client: paho.Client | None = None
@@ -211,6 +212,7 @@ class Publisher:
             self._retained_dirty = set(self._retained)
         self._connected.set()
         self._wake.set()
+        self.on_connected()
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:

@@ -47,6 +47,7 @@ class Agent:
             ack=self.pipeline.ack, on_request=self._on_mqtt_request,
         )
         self.pipeline.on_commit = self.publisher.wake
+        self.publisher.on_connected = lambda: self._in_loop(self.publish_status)
         self.pipeline.on_state = lambda dev, state: self.publisher.retain(
             self.publisher.topics.state(dev), state
         )
@@ -60,6 +61,10 @@ class Agent:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
+
+    def _in_loop(self, func: Any) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(func)
 
     def request_stop(self) -> None:
         if self._loop is not None:

@@ -19,6 +19,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from agent.testing import write_config
 
@@ -48,7 +50,7 @@ class Broker:
     """A real mosquitto on a free loopback port, restartable on the same port."""
 
     def __init__(self, workdir: Path, *, password: dict[str, str] | None = None,
-                 tls: dict[str, Path] | None = None) -> None:
+                 tls: dict[str, Path] | None = None, persistence: bool = False) -> None:
         if shutil.which("mosquitto") is None:
             raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
         self.dir = workdir
@@ -59,7 +61,8 @@ class Broker:
         lines = [
             f"listener {self.port} {self.host}",
             f"allow_anonymous {'false' if password else 'true'}",
-            "persistence false",
+            f"persistence {'true' if persistence else 'false'}",
+            f"persistence_location {self.dir}/",
             "max_inflight_messages 0",
             "max_queued_messages 0",
             f"user {pwd.getpwuid(os.getuid()).pw_name}",
@@ -112,12 +115,18 @@ class Subscriber:
     """A paho client that records every message under ``topic`` (thread-safe)."""
 
     def __init__(self, broker: Broker, topic: str = "#", *, username: str | None = None,
-                 password: str | None = None, tls_ca: Path | None = None) -> None:
+                 password: str | None = None, tls_ca: Path | None = None,
+                 persistent: bool = False) -> None:
+        """``persistent``: a session the broker keeps (and queues for) while we are away."""
         self.messages: list[paho.MQTTMessage] = []
         self._cond = threading.Condition()
         self.client = paho.Client(CallbackAPIVersion.VERSION2,
                                   client_id=f"test-sub-{uuid.uuid4().hex[:8]}",
                                   protocol=paho.MQTTv5)
+        connect_props = None
+        if persistent:
+            connect_props = Properties(PacketTypes.CONNECT)
+            connect_props.SessionExpiryInterval = 3600
         if username:
             self.client.username_pw_set(username, password)
         if tls_ca:
@@ -140,7 +149,8 @@ class Subscriber:
         self.client.on_subscribe = on_subscribe
         self.client.on_message = on_message
         self.client.reconnect_delay_set(0.1, 0.5)
-        self.client.connect(broker.host, broker.port)
+        self.client.connect(broker.host, broker.port, clean_start=not persistent,
+                            properties=connect_props)
         self.client.loop_start()
         if not self._subscribed.wait(10):
             raise RuntimeError("subscriber did not subscribe")
@@ -184,6 +194,8 @@ class AgentProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, wait_connected: bool = False, timeout: float = 15.0) -> AgentProcess:
+        """Start ``agent run``; ``output()`` from now on shows only this run's log."""
+        self._offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [AGENT_BIN, "--config", str(self.config_path), "run", "--log-level", "debug"],
@@ -199,7 +211,12 @@ class AgentProcess:
         return self
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        """The log of the current (or last) run."""
+        if not self.log.exists():
+            return ""
+        with self.log.open("rb") as fh:
+            fh.seek(getattr(self, "_offset", 0))
+            return fh.read().decode(errors="replace")
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM and wait; returns the exit code."""
@@ -246,3 +263,23 @@ def agent_config(tmp: Path, broker: Broker | None, devices: dict[str, Any] | Non
 def write_jsonl(path: Path, events: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(e) + "\n" for e in events))
     return path
+
+
+def make_tls(directory: Path) -> dict[str, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1 (openssl)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca, key, csr, cert = (directory / n for n in
+                                  ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt"))
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca),
+        "-days", "2", "-subj", "/CN=test-ca")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+        "-subj", "/CN=127.0.0.1")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext))
+    return {"ca": ca, "cert": cert, "key": key}

@@ -1,0 +1,133 @@
+"""`agent config check`: every problem named with file, key path, value and what is accepted."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from support import AGENT_BIN
+
+from agent.cli import main
+from agent.config import load_config
+
+GOOD = """
+[agent]
+store_id = "0042"
+data_dir = "data"
+
+[mqtt]
+port = 1883
+
+[buffer]
+max_bytes = "64MiB"
+max_age = "7d"
+
+[devices.exit1-replay]
+driver = "replay"
+file = "rec.jsonl"
+
+[exits.exit1]
+eas = "exit1-replay"
+alarm_within = "3s"
+schedule = "0 6 * * *"
+"""
+
+
+@pytest.fixture
+def cfg_dir(tmp_path: Path) -> Path:
+    (tmp_path / "rec.jsonl").write_text('{"type": "door.opened"}\n')
+    return tmp_path
+
+
+def check(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(["--config", str(path), "config", "check"])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def write(cfg_dir: Path, text: str) -> Path:
+    path = cfg_dir / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+def test_valid_file_gets_one_line_summary_and_exit_0(cfg_dir, capsys):
+    code, out = check(write(cfg_dir, GOOD), capsys)
+    assert code == 0
+    assert out.count("\n") == 1 and "OK: store 0042, 1 devices (1 replay), 1 exits" in out
+
+
+def test_relative_paths_are_relative_to_the_config_file(cfg_dir):
+    config = load_config(write(cfg_dir, GOOD))
+    assert config.settings.agent.data_dir == cfg_dir.resolve() / "data"
+    assert config.devices["exit1-replay"].config.file == cfg_dir.resolve() / "rec.jsonl"
+    assert config.devices["exit1-replay"].exit == "exit1"
+    assert config.settings.buffer.max_bytes == 64 * 1024**2
+    assert config.settings.exits["exit1"].alarm_within == 3.0
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (("[mqtt]\nport = 1883", "[mqtt]\nport = 1883\nhots = 'x'"),
+     "mqtt.hots: unknown key (a typo?)"),
+    (("port = 1883", "port = 'abc'"), "mqtt.port: got 'abc': Input should be a valid integer"),
+    (('max_age = "7d"', 'max_age = "7 fortnights"'), "buffer.max_age: got '7 fortnights': unknown unit"),
+    (('driver = "replay"', 'driver = "nosuch"'),
+     "devices.exit1-replay.driver: got 'nosuch': no driver called 'nosuch' is installed (installed:"),
+    (('file = "rec.jsonl"', 'file = "rec.jsonl"\nrate = -1'),
+     "devices.exit1-replay.rate: got -1: Input should be greater than or equal to 0"),
+    (('file = "rec.jsonl"', 'file = "rec.jsonl"\nloops = true'),
+     "devices.exit1-replay.loops: unknown key (a typo?)"),
+    (('eas = "exit1-replay"', 'eas = "exit9-eas"'),
+     "exits.exit1.eas: got 'exit9-eas': no such device in [devices]"),
+    (('schedule = "0 6 * * *"', 'schedule = "at six"'), "exits.exit1.schedule: got 'at six'"),
+    (('store_id = "0042"', ''), "agent.store_id: required key is missing"),
+    (("[devices.exit1-replay]", "[devices.Exit_1]"), "devices.Exit_1: got 'Exit_1': device id must"),
+])
+def test_bad_config_exits_2_naming_file_and_key(cfg_dir, capsys, edit, expected):
+    old, new = edit
+    assert old in GOOD
+    path = write(cfg_dir, GOOD.replace(old, new))
+    code, out = check(path, capsys)
+    assert code == 2
+    assert str(path) in out
+    assert expected in out
+
+
+def test_every_problem_is_reported_at_once(cfg_dir, capsys):
+    text = GOOD.replace("port = 1883", "port = 99999\ntls = 'maybe'").replace(
+        'driver = "replay"', 'driver = "nosuch"')
+    code, out = check(write(cfg_dir, text), capsys)
+    assert code == 2
+    assert "mqtt.port" in out and "mqtt.tls" in out
+
+
+def test_literal_choices_are_listed(cfg_dir, capsys):
+    code, out = check(write(cfg_dir, GOOD.replace('max_age = "7d"',
+                                                  'max_age = "7d"\nsynchronous = "fast"')), capsys)
+    assert code == 2
+    assert "buffer.synchronous: got 'fast': accepted: 'full' or 'normal'" in out
+
+
+def test_environment_overrides_the_file_and_is_named_in_errors(cfg_dir, capsys, monkeypatch):
+    path = write(cfg_dir, GOOD)
+    monkeypatch.setenv("AGENT_MQTT__PORT", "1884")
+    assert load_config(path).settings.mqtt.port == 1884
+    monkeypatch.setenv("AGENT_MQTT__PORT", "x")
+    code, out = check(path, capsys)
+    assert code == 2 and "mqtt.port (from environment AGENT_MQTT__PORT)" in out
+
+
+def test_toml_syntax_error_and_missing_file(cfg_dir, capsys):
+    code, out = check(write(cfg_dir, "[agent\nstore_id = 1"), capsys)
+    assert code == 2 and "not valid TOML" in out and "line 1" in out
+    code, out = check(cfg_dir / "nope.toml", capsys)
+    assert code == 2 and "nope.toml: no such file" in out
+
+
+def test_the_real_command_exits_2(cfg_dir):
+    path = write(cfg_dir, GOOD.replace("port = 1883", "prot = 1883"))
+    proc = subprocess.run([AGENT_BIN, "--config", str(path), "config", "check"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert f"{path}: mqtt.prot: unknown key" in proc.stderr
