@@ -216,11 +216,6 @@ def test_fuzz_noise_without_terminator_holds_at_most_max_line(noise):
     assert p.framer.pending <= 64
 
 
-def test_readme_includes_the_sample():
-    body = "".join(SAMPLE.read_text().splitlines(keepends=True)[1:]).lstrip("\n")
-    assert body in SAMPLE.with_name("README.md").read_text()
-
-
 @settings(max_examples=300, deadline=None)
 @given(direction=st.sampled_from(["IN", "OUT", "in", "Out", "?", ""]),
        level=st.one_of(st.none(), st.integers(0, 10**6), st.floats(0, 1000, allow_nan=False)),

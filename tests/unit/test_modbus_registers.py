@@ -167,8 +167,3 @@ def test_sample_config_is_valid():
     io = config.devices["exit2-io"].config
     assert isinstance(io, ModbusConfig)
     assert io.resources() == [f"serial:{io.port}"]
-
-
-def test_readme_includes_the_sample():
-    body = "".join(SAMPLE.read_text().splitlines(keepends=True)[3:])
-    assert body in SAMPLE.with_name("README.md").read_text()
