@@ -7,7 +7,7 @@ import contextlib
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import serial
 
@@ -15,7 +15,9 @@ from agent.backoff import Backoff
 from agent.driver import ActionError, Driver, HealthCheck
 from drivers.eas_serial.config import EasSerialConfig
 from drivers.eas_serial.parsing import BadFrame, LineParser, Matched, Unmatched
-from drivers.eas_serial.simulator import PedestalSimulator, PtyLink, SimulatorError, run_command
+
+if TYPE_CHECKING:
+    from drivers.eas_serial.simulator import PedestalSimulator
 
 READ_TIMEOUT = 0.1
 """Seconds a read waits for a byte: bounds how late a stop, a poll or the silence check is."""
@@ -54,6 +56,9 @@ class EasSerialDriver(Driver):
         link = None
         port = cfg.port or ""
         if cfg.simulate:
+            # Imported here: `python -m drivers.eas_serial.simulator` must find it not yet loaded.
+            from drivers.eas_serial.simulator import PedestalSimulator, PtyLink
+
             link = PtyLink()
             port = link.port
             self.sim = PedestalSimulator(link, cfg.simulator, terminator=cfg.terminator,
@@ -222,6 +227,8 @@ class EasSerialDriver(Driver):
         if self.sim is None:
             raise ActionError(f"device {self.device_id!r} reads {self.config.port}; set "
                               "simulate = true to drive a simulated pedestal")
+        from drivers.eas_serial.simulator import SimulatorError, run_command
+
         try:
             sent = await asyncio.to_thread(run_command, self.sim, command, params)
         except SimulatorError as err:
