@@ -208,6 +208,8 @@ class EasSerialDriver(Driver):
         checks = [HealthCheck("port open", self.port_open, str(port))]
         age = None if self.last_rx is None else time.monotonic() - self.last_rx
         heard = "nothing received yet" if age is None else f"last bytes {age:.1f} s ago"
+        if self.last_frame_at is not None:
+            heard += f", last line {time.time() - self.last_frame_at:.1f} s ago"
         if cfg.silence_timeout:
             ok = age is not None and age <= cfg.silence_timeout
             checks.append(HealthCheck("not silent", ok, f"{heard} (limit {cfg.silence_timeout:g} s)"))
