@@ -167,3 +167,17 @@ def test_sample_config_is_valid():
     io = config.devices["exit2-io"].config
     assert isinstance(io, ModbusConfig)
     assert io.resources() == [f"serial:{io.port}"]
+
+
+@given(st.integers(0, 0xFFFF), st.lists(st.integers(0, 1000), max_size=50),
+       st.sampled_from([16, 32]))
+def test_fuzz_counted_total_equals_what_the_controller_counted(start, steps, bits):
+    """However the increments fall across wrap-arounds, the counts add up (steps <= max_step)."""
+    t = Tracker(value_type=f"uint{bits}", on_increment=EventRule("eas.alarm"), max_step=1000)
+    value = start
+    t.observe(value)
+    counted = 0
+    for step in steps:
+        value = (value + step) % (1 << bits)
+        counted += len(t.observe(value))
+    assert counted == sum(steps)
