@@ -87,7 +87,7 @@ async def test_noise_and_endless_lines_are_counted_and_good_lines_still_arrive(t
 
 
 async def test_silence_timeout_reports_silent_until_the_next_frame(tmp_path, pair):
-    opts = {"port": str(pair.driver_end), "profile": "pipe-events", "silence_timeout": "300ms"}
+    opts = {"port": str(pair.driver_end), "profile": "pipe-events", "silence_timeout": "1s"}
     async with DriverHarness("eas_serial", opts, tmp_path=tmp_path) as h:
         await h.wait_for("device.online")
         silent = await h.wait_for("device.offline")
