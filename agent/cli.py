@@ -105,7 +105,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
     from agent.tail import tail
 
     config = _load(args)
-    return tail(config.settings, raw=args.raw, count=args.count, timeout=args.timeout)
+    return tail(config.settings, raw=args.raw, count=args.count, timeout=args.timeout,
+                states=args.states)
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -178,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tail", help="print this store's events as they arrive at the broker")
     p.add_argument("--raw", action="store_true", help="print each event's JSON")
+    p.add_argument("--states", action="store_true",
+                   help="also print retained device states and status updates")
     p.add_argument("-n", "--count", type=int, help="exit after this many events")
     p.add_argument("--timeout", type=float, help="exit after this many seconds")
     p.set_defaults(func=cmd_tail)

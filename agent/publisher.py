@@ -176,11 +176,17 @@ class Publisher:
             elif self._refused:
                 self._fail(f"broker {where} refused the connection: {self._refused}",
                            backoff.next())
-            else:
-                if was_connected:
-                    backoff.reset()
-                    self.reconnects += 1
+            elif was_connected:
+                backoff.reset()
+                self.reconnects += 1
                 self._fail(f"connection to broker {where} lost", backoff.next())
+            else:
+                hint = ""
+                if self.mqtt.tls and not self.mqtt.cert_file:
+                    hint = " (does it require a TLS client certificate? set mqtt.cert_file and " \
+                           "mqtt.key_file)"
+                self._fail(f"broker {where} closed the connection before accepting it{hint}",
+                           backoff.next())
         self._set_disconnected()
 
     def _fail(self, message: str, delay: float) -> None:

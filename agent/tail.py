@@ -33,7 +33,8 @@ def format_event(env: dict[str, Any]) -> str:
             f"{' '.join(flags)} #{env.get('seq')}").rstrip()
 
 
-def format_message(topics: Topics, topic: str, payload: bytes) -> str:
+def format_message(topics: Topics, topic: str, payload: bytes, *, states: bool = False) -> str | None:
+    """One line for a message, or None for one that is not shown (states unless asked)."""
     rest = topic.removeprefix(topics.root + "/")
     try:
         body = json.loads(payload) if payload else None
@@ -42,15 +43,17 @@ def format_message(topics: Topics, topic: str, payload: bytes) -> str:
     if rest.startswith("events/") and isinstance(body, dict):
         return format_event(body)
     if rest.startswith("state/"):
+        if not states:
+            return None
         return f"{'':12} state of {rest[6:]}: {json.dumps(body) if body else '(cleared)'}"
     text = payload.decode(errors="replace")
     if rest == "agent/status":
-        return f"{'':12} agent status updated ({len(payload)} bytes)"
+        return f"{'':12} agent status updated ({len(payload)} bytes)" if states else None
     return f"{'':12} {rest}: {text[:200]}"
 
 
 def tail(settings: Settings, *, raw: bool = False, count: int | None = None,
-         timeout: float | None = None) -> int:
+         timeout: float | None = None, states: bool = False) -> int:
     """Print events until interrupted (or ``count`` events, or ``timeout`` seconds)."""
     topics = Topics.of(settings.mqtt, settings.agent.store_id)
     client = make_client(settings.mqtt, f"agent-tail-{uuid.uuid4().hex[:8]}")
@@ -73,7 +76,9 @@ def tail(settings: Settings, *, raw: bool = False, count: int | None = None,
             print(msg.payload.decode(errors="replace") if is_event else f"{msg.topic} "
                   f"{msg.payload.decode(errors='replace')[:200]}", flush=True)
         else:
-            print(format_message(topics, msg.topic, bytes(msg.payload)), flush=True)
+            line = format_message(topics, msg.topic, bytes(msg.payload), states=states)
+            if line is not None:
+                print(line, flush=True)
         if is_event:
             seen += 1
             if count is not None and seen >= count:

@@ -50,7 +50,7 @@ class Broker:
     """A real mosquitto on a free loopback port, restartable on the same port."""
 
     def __init__(self, workdir: Path, *, password: dict[str, str] | None = None,
-                 tls: dict[str, Path] | None = None, persistence: bool = False) -> None:
+                 tls: dict[str, Any] | None = None, persistence: bool = False) -> None:
         if shutil.which("mosquitto") is None:
             raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
         self.dir = workdir
@@ -78,6 +78,8 @@ class Broker:
             lines.append(f"password_file {pwfile}")
         if tls:
             lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}"]
+            if tls.get("require_certificate"):
+                lines.append("require_certificate true")
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
         self.log = self.dir / "mosquitto.log"
@@ -116,7 +118,7 @@ class Subscriber:
 
     def __init__(self, broker: Broker, topic: str = "#", *, username: str | None = None,
                  password: str | None = None, tls_ca: Path | None = None,
-                 persistent: bool = False) -> None:
+                 client_cert: tuple[Path, Path] | None = None, persistent: bool = False) -> None:
         """``persistent``: a session the broker keeps (and queues for) while we are away."""
         self.messages: list[paho.MQTTMessage] = []
         self._cond = threading.Condition()
@@ -130,7 +132,9 @@ class Subscriber:
         if username:
             self.client.username_pw_set(username, password)
         if tls_ca:
-            self.client.tls_set(ca_certs=str(tls_ca))
+            self.client.tls_set(ca_certs=str(tls_ca),
+                                certfile=str(client_cert[0]) if client_cert else None,
+                                keyfile=str(client_cert[1]) if client_cert else None)
         self._subscribed = threading.Event()
         self.topic = topic
 
@@ -265,8 +269,8 @@ def write_jsonl(path: Path, events: list[dict[str, Any]]) -> Path:
     return path
 
 
-def make_tls(directory: Path) -> dict[str, Path]:
-    """A throw-away CA and a server certificate for 127.0.0.1 (openssl)."""
+def make_tls(directory: Path, *, client: bool = False) -> dict[str, Path]:
+    """A throw-away CA, a server certificate for 127.0.0.1 and optionally a client one."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key, ca, key, csr, cert = (directory / n for n in
                                   ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt"))
@@ -282,4 +286,12 @@ def make_tls(directory: Path) -> dict[str, Path]:
         "-subj", "/CN=127.0.0.1")
     run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
         "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext))
-    return {"ca": ca, "cert": cert, "key": key}
+    out = {"ca": ca, "cert": cert, "key": key}
+    if client:
+        ckey, ccsr, ccert = (directory / n for n in ("client.key", "client.csr", "client.crt"))
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ckey), "-out", str(ccsr),
+            "-subj", "/CN=store-0042")
+        run("x509", "-req", "-in", str(ccsr), "-CA", str(ca), "-CAkey", str(ca_key),
+            "-CAcreateserial", "-out", str(ccert), "-days", "2")
+        out.update(client_cert=ccert, client_key=ckey)
+    return out

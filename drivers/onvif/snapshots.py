@@ -1,0 +1,97 @@
+"""Evidence snapshots: which events trigger one, and a JPEG store with retention by count, size, age."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SavedSnapshot", "SnapshotStore", "is_trigger"]
+
+
+def is_trigger(env: dict[str, Any], types: Collection[str], *, device_id: str, exit_name: str | None,
+               include_test: bool) -> bool:
+    """Whether the committed event ``env`` asks this camera for a snapshot.
+
+    It must be one of ``types``, concern this camera's exit (``subject``), come from another
+    device (never our own events, so a snapshot cannot trigger a snapshot), and be a real
+    event unless ``include_test``.
+    """
+    return (
+        env.get("type") in types
+        and exit_name is not None
+        and env.get("subject") == exit_name
+        and env.get("deviceid") != device_id
+        and env.get("type") != "camera.snapshot"
+        and (include_test or not env.get("test"))
+    )
+
+
+@dataclass(frozen=True)
+class SavedSnapshot:
+    """A stored snapshot as ``camera.snapshot`` announces it."""
+
+    path: Path
+    sha256: str
+    bytes: int
+
+
+class SnapshotStore:
+    """JPEG files in ``directory``, pruned after each save to ``keep`` files, ``max_bytes``, ``max_age``.
+
+    Methods do blocking file I/O: call them from a thread.
+    """
+
+    def __init__(self, directory: Path, *, keep: int, max_bytes: int, max_age: float) -> None:
+        self.directory = directory
+        self.keep, self.max_bytes, self.max_age = keep, max_bytes, max_age
+
+    def save(self, image: bytes, trigger_id: str, when: float) -> SavedSnapshot:
+        """Write ``image`` atomically and prune; returns where it went and its hash.
+
+        Raises:
+            OSError: the file could not be written.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.fromtimestamp(when, UTC).strftime("%Y%m%dT%H%M%S%f")[:-3]
+        path = self.directory / f"{stamp}Z-{trigger_id[-12:]}.jpg"
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as fh:
+            fh.write(image)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+        self.prune()
+        return SavedSnapshot(path, hashlib.sha256(image).hexdigest(), len(image))
+
+    def files(self) -> list[tuple[Path, int, float]]:
+        """Stored snapshots, oldest first: (path, bytes, modification time)."""
+        out = []
+        for path in self.directory.glob("*.jpg"):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            out.append((path, st.st_size, st.st_mtime))
+        return sorted(out, key=lambda f: (f[2], f[0].name))
+
+    def prune(self, now: float | None = None) -> int:
+        """Delete the oldest snapshots beyond the limits; returns how many went."""
+        now = time.time() if now is None else now
+        files = self.files()
+        total = sum(size for _, size, _ in files)
+        removed = 0
+        for path, size, mtime in files:
+            over = (len(files) - removed > self.keep or total > self.max_bytes
+                    or now - mtime > self.max_age)
+            if not over:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
+            removed += 1
+        return removed
