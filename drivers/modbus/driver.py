@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
@@ -14,7 +15,12 @@ from agent.backoff import Backoff
 from agent.driver import ActionError, Driver, HealthCheck
 from drivers.modbus.config import PARITY, ModbusConfig
 from drivers.modbus.registers import Block, Tracker, decode, plan_reads
-from drivers.modbus.simulator import EasController, SimulatorError
+
+if TYPE_CHECKING:
+    from drivers.modbus.simulator import EasController
+
+# pymodbus logs every frame at debug level: the agent's debug log is for the agent.
+logging.getLogger("pymodbus").setLevel(logging.ERROR)
 
 EXCEPTION_NAMES = {
     1: "illegal function", 2: "illegal data address", 3: "illegal data value",
@@ -71,6 +77,9 @@ class ModbusDriver(Driver):
     async def run(self) -> None:
         cfg = self.config
         if cfg.simulate:
+            # Imported here: the pymodbus server stack (and aiohttp) only in simulation.
+            from drivers.modbus.simulator import EasController
+
             self.sim = await EasController(device_id=cfg.device_id or 1).start()
             self._host, self._tcp_port = self.sim.host, self.sim.port
             self.log.info("simulated EAS controller on %s:%d", self.sim.host, self.sim.port)
@@ -204,6 +213,8 @@ class ModbusDriver(Driver):
         if self.sim is None:
             raise ActionError(f"device {self.device_id!r} polls {self._where()}; set "
                               "simulate = true to drive a simulated controller")
+        from drivers.modbus.simulator import SimulatorError
+
         try:
             result = await self.sim.command(command, params)
         except SimulatorError as err:
