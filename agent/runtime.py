@@ -208,8 +208,12 @@ class Agent:
     async def _sim_command(self, params: dict[str, Any]) -> dict[str, Any]:
         drv = self.driver(params.get("device"))
         kind = str(params.get("kind", ""))
-        if kind and not drv.name.startswith(kind):
-            raise CommandError(f"device {drv.device_id!r} is a {drv.name} device, not {kind}")
+        # The kind is the driver's name or the family of what it emits: a Modbus pedestal
+        # controller is an `eas` device as much as a `modbus` one.
+        kinds = {drv.name.split("_")[0], drv.name} | {t.split(".")[0] for t in drv.emits}
+        if kind and kind not in kinds:
+            raise CommandError(f"device {drv.device_id!r} is a {drv.name} device "
+                               f"({', '.join(sorted(kinds))}), not {kind}")
         try:
             result = await drv.simulate(str(params.get("sim", "")),
                                         dict(params.get("params") or {}))

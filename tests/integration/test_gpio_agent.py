@@ -59,7 +59,8 @@ def test_the_demo_store_config_is_valid():
     result = subprocess.run([AGENT_BIN, "--config", str(ROOT / "demo" / "agent.toml"), "config",
                              "check"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
-    assert "1 gpio_door, 1 gpio_input, 1 gpio_output, 1 onvif, 1 replay" in result.stdout
+    for part in ("1 gpio_door", "1 gpio_input", "1 gpio_output", "1 onvif", "1 replay"):
+        assert part in result.stdout
 
 
 def sim(agent: AgentProcess, *args: str) -> dict:

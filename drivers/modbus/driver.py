@@ -1,0 +1,224 @@
+"""The modbus driver: polls a register map over Modbus TCP or RTU and turns changes into events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException
+from pymodbus.framer import FramerType
+
+from agent.backoff import Backoff
+from agent.driver import ActionError, Driver, HealthCheck
+from drivers.modbus.config import PARITY, ModbusConfig
+from drivers.modbus.registers import Block, Tracker, decode, plan_reads
+
+if TYPE_CHECKING:
+    from drivers.modbus.simulator import EasController
+
+# pymodbus logs every frame at debug level: the agent's debug log is for the agent.
+logging.getLogger("pymodbus").setLevel(logging.ERROR)
+
+EXCEPTION_NAMES = {
+    1: "illegal function", 2: "illegal data address", 3: "illegal data value",
+    4: "device failure", 5: "acknowledge", 6: "device busy", 8: "memory parity error",
+    10: "gateway path unavailable", 11: "gateway target failed to respond",
+}
+STATE_EVERY = 5.0
+"""Values reach the retained state at most this often unless they change."""
+
+
+class PollError(Exception):
+    """A poll that failed in a way that makes the device offline; the message is the reason."""
+
+
+class ModbusDriver(Driver):
+    """One Modbus controller or I/O module: a register map read every ``poll_interval``."""
+
+    name = "modbus"
+    version = "1.0.0"
+    vendor = "store-edge-agent"
+    description = "EAS controllers and I/O modules over Modbus TCP or RTU (register maps)"
+    emits = ("eas.alarm", "eas.interference", "eas.fault", "eas.people_count")
+    Config = ModbusConfig
+    config: ModbusConfig
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cfg = self.config
+        self.blocks: list[Block] = plan_reads(cfg.points(), cfg.max_gap)
+        self.trackers = [
+            Tracker(value_type=r.value_type, max_step=r.max_step,
+                    **{k: spec.compile() for k in ("on_rise", "on_fall", "on_increment",
+                                                   "on_change")
+                       if (spec := getattr(r, k)) is not None})
+            for r in cfg.registers
+        ]
+        self.sim: EasController | None = None
+        self.polls = 0
+        self.last_poll_at: float | None = None
+        self._host, self._tcp_port = cfg.host, cfg.tcp_port
+
+    def _client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+        cfg = self.config
+        # reconnect_delay=0: pymodbus must not reconnect behind our back; run() owns backoff.
+        common: dict[str, Any] = {"timeout": cfg.timeout, "retries": cfg.retries,
+                                  "reconnect_delay": 0}
+        if cfg.port:
+            return AsyncModbusSerialClient(cfg.port, framer=FramerType.RTU, baudrate=cfg.baudrate,
+                                           bytesize=cfg.bytesize, parity=PARITY[cfg.parity],
+                                           stopbits=cfg.stopbits, **common)
+        assert self._host is not None
+        return AsyncModbusTcpClient(self._host, port=self._tcp_port, **common)
+
+    async def run(self) -> None:
+        cfg = self.config
+        if cfg.simulate:
+            # Imported here: the pymodbus server stack (and aiohttp) only in simulation.
+            from drivers.modbus.simulator import EasController
+
+            self.sim = await EasController(device_id=cfg.device_id or 1).start()
+            self._host, self._tcp_port = self.sim.host, self.sim.port
+            self.log.info("simulated EAS controller on %s:%d", self.sim.host, self.sim.port)
+        backoff = Backoff(initial=cfg.reconnect_min, cap=cfg.reconnect_max)
+        self.update_state(requests_per_poll=len(self.blocks))
+        try:
+            while True:
+                client = self._client()
+                try:
+                    if not await client.connect():
+                        raise PollError(f"cannot connect to {self._where()}")
+                    await self._poll_forever(client, backoff)
+                except PollError as err:
+                    self.set_offline(str(err))
+                except ConnectionException:
+                    self.set_offline(f"connection lost: {self._where()}")
+                except ModbusException as err:
+                    self.set_offline(self._reason(err))
+                finally:
+                    client.close()
+                await asyncio.sleep(backoff.next())
+        finally:
+            if self.sim is not None:
+                await self.sim.stop()
+
+    def _reason(self, err: ModbusException) -> str:
+        """``device.offline`` reason for a failed request."""
+        text = str(err).removeprefix("Modbus Error: ").strip()
+        if "No response" in text:
+            cfg = self.config
+            return (f"timeout: no response from {self._where()} within {cfg.timeout:g} s "
+                    f"({cfg.retries} retries)")
+        return f"{text or type(err).__name__} ({self._where()})"
+
+    def _where(self) -> str:
+        cfg = self.config
+        if cfg.port:
+            return cfg.where()
+        return f"{self._host}:{self._tcp_port} unit {cfg.device_id}"
+
+    async def _poll_forever(self, client: Any, backoff: Backoff) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        next_state = 0.0
+        while True:
+            values = await self._poll(client)
+            observed = time.time()
+            if not self.online:
+                self.set_online()
+                backoff.reset()
+            changed = False
+            for key, value in values.items():
+                tracker = self.trackers[key]
+                changed |= tracker.value != value
+                for em in tracker.observe(value):
+                    self.emit(em.type, em.data, time=observed)
+                step = tracker.last_step
+                if step is not None and step.kind in ("wrap", "restart", "jump"):
+                    self._counter_note(key, step.kind, step.delta)
+                    tracker.last_step = None
+            self.polls += 1
+            self.last_poll_at = observed
+            now = loop.time()
+            if changed or now >= next_state:
+                next_state = now + STATE_EVERY
+                self._publish_values()
+            # Fixed rate, not fixed delay: a slow reply does not stretch the poll period.
+            next_at = max(next_at + self.config.poll_interval, now)
+            await asyncio.sleep(next_at - now)
+
+    async def _poll(self, client: Any) -> dict[int, bool | int | float]:
+        """One pass over the read plan: map entry index -> value.
+
+        Raises:
+            PollError: an exception response.
+            ModbusException: a timeout or a lost connection.
+        """
+        cfg = self.config
+        readers = {"coil": client.read_coils, "discrete_input": client.read_discrete_inputs,
+                   "holding": client.read_holding_registers,
+                   "input": client.read_input_registers}
+        values: dict[int, bool | int | float] = {}
+        for block in self.blocks:
+            rr = await readers[block.table](block.start, count=block.count,
+                                            device_id=cfg.device_id)
+            if rr.isError():
+                code = getattr(rr, "exception_code", None)
+                name = EXCEPTION_NAMES.get(code or 0, "error")
+                raise PollError(f"exception response {code} ({name}) reading {block.table} "
+                                f"{block.start}..{block.start + block.count - 1} from "
+                                f"{self._where()}")
+            items = rr.bits if block.table in ("coil", "discrete_input") else rr.registers
+            for point in block.points:
+                entry = cfg.registers[point.key]
+                values[point.key] = decode(items, point.address - block.start, entry.value_type,
+                                           word_order=entry.word_order, bit=entry.bit)
+        return values
+
+    def _counter_note(self, key: int, kind: str, delta: int) -> None:
+        entry = self.config.registers[key]
+        if kind == "jump":
+            self.log.warning("counter %s jumped by more than max_step=%d: taken as the new "
+                             "baseline, nothing counted", entry.name, entry.max_step)
+        else:
+            self.log.info("counter %s: %s, counted %d", entry.name,
+                          "wrapped around" if kind == "wrap" else "controller restarted or "
+                          "counter reset", delta)
+        self.update_state(last_counter_event={"register": entry.name, "kind": kind,
+                                              "counted": delta, "at": time.time()})
+
+    def _publish_values(self) -> None:
+        values = {r.name: t.value for r, t in zip(self.config.registers, self.trackers,
+                                                  strict=True)}
+        self.update_state(values=values, polls=self.polls, last_poll_at=self.last_poll_at)
+
+    async def health(self) -> list[HealthCheck]:
+        age = None if self.last_poll_at is None else time.time() - self.last_poll_at
+        limit = max(3 * self.config.poll_interval, self.config.timeout * 2 + 1)
+        detail = "never polled" if age is None else f"last good poll {age:.1f} s ago"
+        return [HealthCheck("controller answers", self.online and age is not None
+                            and age <= limit, detail)]
+
+    async def simulate(self, command: str, params: dict[str, Any]) -> dict[str, Any]:
+        """``alarm [direction=out count=1]``, ``people [in=1 out=0]``, ``fault [code=1]``,
+        ``clear``, ``interference [inhibit=on]``, ``restart``: change the simulated controller;
+        the driver reads the change at its next poll.
+
+        Raises:
+            ActionError: the device is not simulated, or the command is unknown or invalid.
+        """
+        if self.sim is None:
+            raise ActionError(f"device {self.device_id!r} polls {self._where()}; set "
+                              "simulate = true to drive a simulated controller")
+        from drivers.modbus.simulator import SimulatorError
+
+        try:
+            result = await self.sim.command(command, params)
+        except SimulatorError as err:
+            raise ActionError(str(err)) from err
+        return {"command": command, "result": result}
+
+
