@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import serial
 
 from agent.backoff import Backoff
-from agent.driver import ActionError, Driver, HealthCheck
+from agent.driver import ActionError, Conformance, Driver, HealthCheck
 from drivers.eas_serial.config import EasSerialConfig
 from drivers.eas_serial.parsing import BadFrame, LineParser, Matched, Unmatched
 
@@ -35,6 +35,12 @@ class EasSerialDriver(Driver):
     description = "EAS pedestal text event feeds over serial, RS-485 or serial-over-IP"
     emits = ("eas.alarm", "eas.interference", "eas.fault", "eas.people_count")
     Config = EasSerialConfig
+    conformance = Conformance(
+        working={"simulate": True, "profile": "pipe-events"},
+        failing={"port": "socket://127.0.0.1:1", "profile": "pipe-events"},  # refused at once
+        simulate=[("alarm", {"direction": "out"})],
+        expect=("eas.alarm",),
+    )
     config: EasSerialConfig
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

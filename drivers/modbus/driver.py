@@ -12,7 +12,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.framer import FramerType
 
 from agent.backoff import Backoff
-from agent.driver import ActionError, Driver, HealthCheck
+from agent.driver import ActionError, Conformance, Driver, HealthCheck
 from drivers.modbus.config import PARITY, ModbusConfig
 from drivers.modbus.registers import Block, Tracker, decode, plan_reads
 
@@ -35,6 +35,11 @@ class PollError(Exception):
     """A poll that failed in a way that makes the device offline; the message is the reason."""
 
 
+ALARMS_OUT = {"name": "alarms_out", "table": "input", "address": 0, "type": "uint16",
+              "on_increment": {"type": "eas.alarm", "data": {"direction": "out"}}}
+"""The simulated controller's outgoing-alarm counter (the conformance kit's working case)."""
+
+
 class ModbusDriver(Driver):
     """One Modbus controller or I/O module: a register map read every ``poll_interval``."""
 
@@ -44,6 +49,12 @@ class ModbusDriver(Driver):
     description = "EAS controllers and I/O modules over Modbus TCP or RTU (register maps)"
     emits = ("eas.alarm", "eas.interference", "eas.fault", "eas.people_count")
     Config = ModbusConfig
+    conformance = Conformance(
+        working={"simulate": True, "registers": [ALARMS_OUT]},
+        failing={"host": "127.0.0.1", "tcp_port": 1, "registers": [ALARMS_OUT]},  # refused
+        simulate=[("alarm", {"direction": "out"})],
+        expect=("eas.alarm",),
+    )
     config: ModbusConfig
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
