@@ -46,3 +46,16 @@ def test_every_command_shown_runs():
                               env={**os.environ, "AGENT_CONFIG": str(ROOT / "no-such.toml")})
         assert proc.returncode == 0, f"$ {command}\n{proc.stdout}{proc.stderr}"
         assert "acme_eas" in proc.stdout
+
+
+def test_the_package_tree_shown_exists():
+    (tree,) = blocks("text")
+    root = ROOT / "examples" / "acme-eas-driver"
+    folder = root
+    for line in tree.splitlines()[1:]:
+        name = line.split()[0]
+        if name.endswith("/"):
+            folder = root / name.rstrip("/")
+            assert folder.is_dir(), name
+        else:
+            assert (folder / name).is_file() or (root / name).is_file(), name
