@@ -159,3 +159,15 @@ def test_a_device_needing_a_disallowed_driver_is_a_config_error(tmp_path):
     listing = agent("-c", str(cfg), "drivers").stdout
     door = next(line for line in listing.splitlines() if line.startswith("gpio_door "))
     assert door.endswith("not allowed")
+
+
+def test_the_pytest_suite_class_fails_with_the_problems(kitbad):
+    from agent.conformance import DriverConformance
+
+    class TestSloppy(DriverConformance):
+        driver = "kitbad_sloppy"
+
+    with pytest.raises(AssertionError, match=r"kitbad_sloppy: metadata:\n- version is not set"):
+        TestSloppy().test_metadata()
+    with pytest.raises(AssertionError, match="set driver ="):
+        DriverConformance().test_metadata()
