@@ -80,3 +80,7 @@ def test_hardening_keeps_serial_gpio_and_network_usable():
     # lgpio makes its notification pipes in the working directory: it must be writable
     assert directives["WorkingDirectory"] == ["/var/lib/store-edge-agent"]
     assert "WatchdogSec" in directives
+    # agent/clock.py reads the kernel's NTP state with adjtimex (ProtectClock= would deny it)
+    assert "adjtimex" in directives["SystemCallFilter"]
+    assert "ProtectClock" not in directives
+    assert directives["CapabilityBoundingSet"] == [""]  # so adjtimex cannot set the clock
