@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import urllib.request
 from pathlib import Path
 
@@ -64,10 +65,14 @@ def test_ready_then_watchdog_pings_at_half_the_timeout_then_stopping(
 
     window = notify_socket.collect(4.0)
     assert 3 <= pings(window) <= 12, window  # about 8; loose, the machine may be busy
-    statuses = [m["STATUS"] for m in window if "STATUS" in m]
-    wait_until(lambda: statuses.extend(m["STATUS"] for m in notify_socket.collect(0.6)
-                                       if "STATUS" in m) or "broker connected" in statuses[-1],
-               10, "STATUS to show the broker connected")
+    statuses = [ready["STATUS"]] + [m["STATUS"] for m in window if "STATUS" in m]
+
+    def latest_status() -> str:
+        statuses.extend(m["STATUS"] for m in notify_socket.collect(0.6) if "STATUS" in m)
+        return statuses[-1]
+
+    wait_until(lambda: "broker connected" in latest_status(), 10,
+               "STATUS to show the broker connected")
     assert "1/1 devices up" in statuses[-1]
 
     assert agent.stop() == 0
@@ -175,6 +180,21 @@ def test_metrics_scrape_of_a_running_agent(tmp_path, broker, agents, subscriber)
     wait_until(lambda: metric(_scrape(port), "broker_reconnects_total") == 1, 15,
                "the reconnect to be counted")
     assert agent.stop() == 0
+
+
+def test_a_metrics_port_in_use_does_not_stop_the_agent(tmp_path, broker, agents):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        agent = AgentProcess(tmp_path / "a", agent_config(
+            tmp_path, broker, metrics={"listen": f"127.0.0.1:{port}"}))
+        agents.append(agent)
+        agent.start(wait_connected=True)
+        assert f"metrics endpoint 127.0.0.1:{port} unavailable, running without it" in \
+            agent.output()
+        assert agent.run_cli("status").returncode == 0
+        assert agent.stop() == 0
 
 
 def dropped(samples: dict) -> float:
