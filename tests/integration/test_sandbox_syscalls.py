@@ -1,4 +1,4 @@
-"""The unit's system-call filter allows every call the real agent makes (traced with strace)."""
+"""The unit's system-call and socket filters allow everything the real agent does (strace)."""
 
 from __future__ import annotations
 
@@ -100,3 +100,9 @@ def test_every_system_call_of_a_running_agent_passes_the_units_filter(tmp_path, 
     assert len(used) > 30  # the trace really holds the agent's calls
     denied = used - allowed_by_unit() - ROOT_ONLY
     assert not denied, f"the unit's SystemCallFilter= would deny {sorted(denied)}"
+
+    families = set(re.findall(r"socket(?:pair)?\((AF_[A-Z0-9]+)", trace.read_text()))
+    restricted = next(line.split("=", 1)[1].split() for line in UNIT.read_text().splitlines()
+                      if line.startswith("RestrictAddressFamilies="))
+    assert families, "the trace shows no sockets"
+    assert families <= set(restricted), f"RestrictAddressFamilies= would deny {families}"
