@@ -8,14 +8,18 @@ offline device is not a stall: those threads keep going round while they wait.
 
 ``kill -USR2 <pid>`` (root or the agent's user only; never reachable over MQTT) blocks the
 event loop on purpose, to prove on a real installation that systemd restarts a stalled agent.
+When systemd's watchdog kills the agent (SIGABRT), faulthandler writes every thread's
+traceback to the journal first: where it was stuck.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -122,6 +126,7 @@ class ServiceWatch:
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             loop.add_signal_handler(STALL_SIGNAL, self._stall)
         if self.notifier.watchdog_interval:
+            faulthandler.enable(file=sys.stderr, all_threads=True)
             log.info("systemd watchdog: pinging every %.1f s while the agent makes progress",
                      self.notifier.watchdog_interval)
 

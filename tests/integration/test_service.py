@@ -97,7 +97,12 @@ def test_no_watchdog_ping_while_the_event_loop_is_stalled(tmp_path, broker, agen
     stalled = notify_socket.collect(3 * WATCHDOG_USEC / 1e6)
     assert pings(stalled) == 0, stalled
     assert agent.proc.poll() is None  # stalled, not dead: systemd's watchdog would kill it
-    agent.kill()
+
+    agent.proc.send_signal(signal.SIGABRT)  # what systemd sends when the watchdog expires
+    assert agent.proc.wait(10) == -signal.SIGABRT
+    # the journal then shows where the agent was stuck
+    assert "Fatal Python error: Aborted" in agent.output()
+    assert 'in _stall' in agent.output()
 
 
 def test_agent_status_against_a_running_agent(tmp_path, broker, agents, subscriber):
