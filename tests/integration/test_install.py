@@ -82,12 +82,31 @@ def test_install_twice_then_uninstall_keeps_data_unless_purged(root: Path):
     state = root / "var/lib/store-edge-agent"
     assert state.stat().st_uid == int(user[2])
 
+    venv = root / "opt/store-edge-agent/venv"
+    first_release = os.readlink(venv)
+    assert first_release.startswith("releases/")
+
     # a technician's edit survives a second run (an upgrade); nothing is duplicated
     config.write_text(config.read_text().replace('host = "localhost"', 'host = "broker.lan"'))
     (state / "buffer.db").write_bytes(b"events")
     again = install(root)
     assert again.returncode == 0, again.stdout + again.stderr
     assert 'host = "broker.lan"' in config.read_text()
+    second_release = os.readlink(venv)
+    assert second_release != first_release
+    releases = sorted(p.name for p in (root / "opt/store-edge-agent/releases").iterdir())
+    assert releases == sorted(Path(r).name for r in (first_release, second_release))
+
+    # an upgrade that cannot run with this config changes nothing that is installed
+    good = config.read_text()
+    config.write_text(good.replace("[buffer]", "[buffer]\nmax_byts = 1"))
+    refused = install(root)
+    assert refused.returncode == 2
+    assert "buffer.max_byts" in refused.stderr
+    assert "installed version is unchanged" in refused.stderr
+    assert os.readlink(venv) == second_release
+    assert sorted(p.name for p in (root / "opt/store-edge-agent/releases").iterdir()) == releases
+    config.write_text(good)
     for db in ("passwd", "group"):
         lines = (root / "etc" / db).read_text().splitlines()
         assert sum(1 for line in lines if line.startswith("store-edge-agent:")) == 1
