@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -9,7 +10,9 @@ import time
 import pytest
 from support import NotifySocket
 
+from agent.supervisor import Supervisor
 from agent.systemd import Notifier
+from agent.testing import DriverHarness
 from agent.watchdog import Heartbeat, ServiceWatch
 
 
@@ -138,3 +141,34 @@ async def test_start_sends_ready_and_stop_sends_stopping(abstract_socket):
     assert abstract_socket.recv() == {"READY": "1", "STATUS": "store t1: broker connected"}
     watch.stop()
     assert abstract_socket.recv()["STOPPING"] == "1"
+
+
+async def test_supervisor_reports_driver_tasks_that_are_gone(tmp_path):
+    rec = tmp_path / "rec.jsonl"
+    rec.write_text('{"type": "door.opened", "data": {}}\n')
+    async with DriverHarness("replay", {"file": str(rec), "count": 1}, tmp_path=tmp_path) as h:
+        device = h.config.devices["dev1"]
+        finishing = device.driver("dev1", device.config, h.pipeline)
+        supervisor = Supervisor([finishing])
+        assert supervisor.problems() == ["1 driver tasks were never started"]
+        supervisor.start()
+
+        async def finished() -> None:
+            while "dev1" not in supervisor.finished:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(finished(), 10)
+        assert supervisor.problems() == []  # a driver that finished on its own is fine
+
+        looping = device.driver("dev2", device.config.model_copy(update={"count": None,
+                                                                          "loop": True,
+                                                                          "rate": 10.0}),
+                                h.pipeline)
+        running = Supervisor([looping])
+        running.start()
+        await asyncio.sleep(0.1)
+        assert running.problems() == []
+        task = running._tasks["dev2"]
+        task.cancel()  # as if the supervisor lost it
+        await asyncio.wait({task})
+        assert running.problems() == ["the task of device dev2 has ended"]
