@@ -61,7 +61,7 @@ def test_ready_then_watchdog_pings_at_half_the_timeout_then_stopping(
     ready = notify_socket.wait_for("READY")[-1]
     assert ready["READY"] == "1"
     assert ready["STATUS"].startswith("store t1: ")
-    assert "pinging every 0.5 s" in agent.output()
+    wait_until(lambda: "pinging every 0.5 s" in agent.output(), 5, "the watchdog to be announced")
 
     window = notify_socket.collect(4.0)
     assert 3 <= pings(window) <= 12, window  # about 8; loose, the machine may be busy
