@@ -251,5 +251,6 @@ async def test_clock_synced_is_emitted_once_the_clock_becomes_synchronised(
     assert await asyncio.wait_for(task, 20) == 0
     assert subscriber.events("agent.started")[0]["clocksynced"] is False
     assert synced[0]["clocksynced"] is True
-    assert subscriber.events("agent.stopping")[0]["clocksynced"] is True
+    stopping = await asyncio.to_thread(subscriber.wait_events, 1, "agent.stopping")
+    assert stopping[0]["clocksynced"] is True
     assert len(subscriber.events("agent.clock_synced")) == 1
