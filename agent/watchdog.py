@@ -62,6 +62,7 @@ class Heartbeat:
         self.last = time.monotonic()
 
     def beat(self) -> None:
+        """Called by the thread each time round its loop."""
         self.last = time.monotonic()
 
     def problem(self, limit: float) -> str | None:
