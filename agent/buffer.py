@@ -8,6 +8,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,8 @@ class Dropped:
     last_seq: int | None
     reason: str
     ranges: list[list[int]] = field(default_factory=list)
+    kinds: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(device, type) -> how many of each were dropped (for metrics)."""
 
     def data(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -295,11 +298,11 @@ class Buffer:
             db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?)", rows)
             depth += len(rows)
             if size > self.max_bytes:
-                dropped, freed_bytes = self._drop_to(db, size - int(self.max_bytes * 0.9))
+                dropped, freed_bytes, kinds = self._drop_to(db, size - int(self.max_bytes * 0.9))
                 size -= freed_bytes
                 depth -= len(dropped)
                 report = Dropped(len(dropped), min(dropped), max(dropped), "buffer_full",
-                                 _ranges(dropped))
+                                 _ranges(dropped), dict(kinds))
                 drops.append(report)
                 env = self._on_dropped(report).envelope
                 env["seq"] = next_seq
@@ -321,33 +324,39 @@ class Buffer:
         self._next_seq, self._bytes, self._depth = next_seq, size, depth
         return committed, drops
 
-    def _drop_to(self, db: sqlite3.Connection, need: int) -> tuple[list[int], int]:
+    def _drop_to(
+        self, db: sqlite3.Connection, need: int
+    ) -> tuple[list[int], int, Counter[tuple[str, str]]]:
         """Delete lowest-priority, oldest events until ``need`` bytes are freed."""
         dropped: list[int] = []
+        kinds: Counter[tuple[str, str]] = Counter()
         freed = 0
         cursor = db.execute(
-            "SELECT seq, length(payload) FROM events ORDER BY priority, seq"
+            "SELECT seq, length(payload), device, type FROM events ORDER BY priority, seq"
         )
-        for seq, length in cursor:
+        for seq, length, device, event_type in cursor:
             dropped.append(seq)
+            kinds[(device, event_type)] += 1
             freed += length + ROW_OVERHEAD
             if freed >= need:
                 break
         cursor.close()
         db.executemany("DELETE FROM events WHERE seq=?", [(s,) for s in dropped])
-        return dropped, freed
+        return dropped, freed, kinds
 
     def expire(self, now: float | None = None) -> tuple[list[dict[str, Any]], list[Dropped]]:
         """Drop events older than ``max_age``; returns like ``commit``."""
         assert self._db is not None, "open() first"
         cutoff = (now or time.time()) - self.max_age
-        old = [r[0] for r in self._db.execute(
-            "SELECT seq FROM events WHERE created < ? AND type != 'agent.events_dropped'",
-            (cutoff,),
-        )]
-        if not old:
+        rows = self._db.execute(
+            "SELECT seq, device, type FROM events WHERE created < ? "
+            "AND type != 'agent.events_dropped'", (cutoff,),
+        ).fetchall()
+        if not rows:
             return [], []
-        report = Dropped(len(old), min(old), max(old), "max_age", _ranges(old))
+        old = [r[0] for r in rows]
+        kinds = Counter((device, event_type) for _, device, event_type in rows)
+        report = Dropped(len(old), min(old), max(old), "max_age", _ranges(old), dict(kinds))
         committed, _ = self.commit([self._on_dropped(report)], old)
         return committed, [report]
 
@@ -380,7 +389,11 @@ class Buffer:
         """Depth, bytes and the age of the oldest event."""
         oldest = None
         if self._depth:
-            row = self._reader().execute("SELECT min(created) FROM events").fetchone()
+            # The lowest seq is the oldest commit: a primary-key lookup, where min(created)
+            # would read the whole table (every status report and metrics scrape).
+            row = self._reader().execute(
+                "SELECT created FROM events ORDER BY seq LIMIT 1"
+            ).fetchone()
             oldest = time.time() - row[0] if row and row[0] else None
         return Stats(self._depth, self._bytes, oldest, self._next_seq)
 

@@ -26,9 +26,10 @@ def _adjtimex_synced() -> bool | None:
     return bool(state != _TIME_ERROR)
 
 
-def ntp_synchronized() -> bool:
-    """True when systemd-timesyncd says so, or when the kernel's adjtimex state is synchronised."""
-    if TIMESYNCD_FLAG.exists():
+def ntp_synchronized(flag: Path = TIMESYNCD_FLAG) -> bool:
+    """True when systemd-timesyncd says so (its ``flag`` file exists), or when the kernel's
+    adjtimex state is synchronised (any NTP client: chrony, ntpd, timesyncd)."""
+    if flag.exists():
         return True
     return bool(_adjtimex_synced())
 
@@ -39,13 +40,13 @@ class ClockWatch:
     def __init__(self, *, refresh: float = 5.0, probe=ntp_synchronized) -> None:
         self._probe = probe
         self._refresh = refresh
-        self._checked = 0.0
+        self._checked: float | None = None  # not 0.0: monotonic time starts near 0 at boot
         self._synced = False
 
     @property
     def synced(self) -> bool:
         now = time.monotonic()
-        if now - self._checked > self._refresh:
+        if self._checked is None or now - self._checked > self._refresh:
             self._checked = now
             self._synced = self._probe()
         return self._synced

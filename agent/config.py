@@ -95,6 +95,30 @@ class BufferSection(_Section):
     synchronous: Literal["full", "normal"] = "full"
 
 
+class MetricsSection(_Section):
+    listen: str = Field(
+        default="", description="HOST:PORT of the Prometheus endpoint, e.g. 127.0.0.1:9108; "
+        "empty (the default) turns it off",
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError("expected HOST:PORT such as '127.0.0.1:9108' or '[::1]:9108'")
+        return value
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to listen on, or None when metrics are off."""
+        if not self.listen:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class ExitSection(_Section):
     eas: str | None = None
     door: str | None = None
@@ -135,6 +159,7 @@ class Settings(BaseSettings):
     gpio: GpioSection = GpioSection()
     mqtt: MqttSection = MqttSection()
     buffer: BufferSection = BufferSection()
+    metrics: MetricsSection = MetricsSection()
     devices: dict[str, dict[str, Any]] = {}
     exits: dict[str, ExitSection] = {}
 

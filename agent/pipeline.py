@@ -16,6 +16,7 @@ from agent.buffer import Buffer, Dropped, Pending
 from agent.clock import ClockWatch
 from agent.config import Config, Settings
 from agent.events import AGENT_DEVICE, priority_of, rfc3339, uuid7, validate_data
+from agent.watchdog import Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,8 @@ ACK_FLUSH_INTERVAL = 0.5
 """Deleting published events is batched: losing a delete only means a duplicate later."""
 ACK_FLUSH_COUNT = 2000
 EXPIRE_INTERVAL = 60.0
+IDLE_WAKE = 1.0
+"""The writer goes round its loop at least this often, so that its heartbeat shows it is alive."""
 
 Listener = Callable[[dict[str, Any]], None]
 
@@ -52,6 +55,9 @@ class Pipeline:
         self.on_state: Callable[[str, dict[str, Any]], None] = lambda dev, state: None
         self.emitted: Counter[tuple[str, str]] = Counter()
         self.dropped: Counter[str] = Counter()
+        self.dropped_by: Counter[tuple[str, str, str]] = Counter()
+        """(device, type, reason) -> events the buffer dropped, for metrics."""
+        self.writer_beat = Heartbeat("buffer-writer")
         self.last_commit_error: str | None = None
 
     # -- DriverContext -----------------------------------------------------------------------
@@ -157,6 +163,7 @@ class Pipeline:
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._writer, name="buffer-writer", daemon=True)
+        self.writer_beat.attach(self._thread)
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -170,7 +177,8 @@ class Pipeline:
         last_ack_flush = last_expire = time.monotonic()
         stopping = False
         while not stopping:
-            timeout = ACK_FLUSH_INTERVAL if acks else EXPIRE_INTERVAL
+            self.writer_beat.beat()
+            timeout = ACK_FLUSH_INTERVAL if acks else IDLE_WAKE
             try:
                 items = [self._queue.get(timeout=timeout)]
             except queue.Empty:
@@ -224,6 +232,8 @@ class Pipeline:
     def _deliver(self, committed: list[dict[str, Any]], drops: list[Dropped]) -> None:
         for report in drops:
             self.dropped[report.reason] += report.count or 0
+            for (device, event_type), count in report.kinds.items():
+                self.dropped_by[(device, event_type, report.reason)] += count
             log.warning(
                 "event buffer: dropped %s events (seq %s..%s): %s",
                 report.count, report.first_seq, report.last_seq, report.reason,

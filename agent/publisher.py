@@ -15,11 +15,12 @@ import paho.mqtt.client as paho
 from paho.mqtt.properties import Properties
 
 from agent.backoff import Backoff
-from agent.buffer import Buffer
+from agent.buffer import Buffer, Row
 from agent.config import MqttSection
 from agent.errors import ConfigError
 from agent.events import dumps
 from agent.mqtt import AUTH_REFUSED, Topics, connect_args, make_client
+from agent.watchdog import Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,12 @@ class Publisher:
         self.reconnects = 0
         self.last_error: str | None = None
         self.connected_since: float | None = None
+        self.published_by: collections.Counter[tuple[str, str]] = collections.Counter()
+        """(device, type) -> events the broker acknowledged, for metrics."""
+        self.observe_latency: Callable[[float], None] = lambda seconds: None
+        """Called on the feeder thread with each event's publish-to-PUBACK time."""
+        self.feeder_beat = Heartbeat("mqtt-feeder")
+        self.network_beat = Heartbeat("mqtt-network", must_beat=False)
 
     # -- public ---------------------------------------------------------------------------
 
@@ -75,8 +82,9 @@ class Publisher:
         return self._connected.is_set()
 
     def start(self) -> None:
-        for target, name in ((self._network, "mqtt-network"), (self._feeder, "mqtt-feeder")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
+        for target, beat in ((self._network, self.network_beat), (self._feeder, self.feeder_beat)):
+            thread = threading.Thread(target=target, name=beat.name, daemon=True)
+            beat.attach(thread)
             thread.start()
             self._threads.append(thread)
 
@@ -242,16 +250,17 @@ class Publisher:
     # -- feeder thread ------------------------------------------------------------------------
 
     def _feeder(self) -> None:
-        inflight: dict[int, int] = {}  # mid -> seq, of the current connection
+        inflight: dict[int, tuple[Row, float]] = {}  # mid -> (row, sent), this connection
         last_sent = 0  # highest seq handed to the current connection
         generation = -1
         client_id = 0
         while not self._stopping.is_set():
+            self.feeder_beat.beat()
             self._wake.wait(1.0)
             self._wake.clear()
             if generation != self._generation or not self.connected:
                 if inflight:
-                    last_sent = min(inflight.values()) - 1  # re-send what has no PUBACK
+                    last_sent = min(r.seq for r, _ in inflight.values()) - 1  # no PUBACK: again
                 inflight.clear()
                 self._acks.clear()
                 if not self.connected:
@@ -262,10 +271,14 @@ class Publisher:
                 continue
             client_id = id(client)
             acked = []
+            now = time.monotonic()
             while self._acks:
                 cid, mid = self._acks.popleft()
-                if cid == client_id and (seq := inflight.pop(mid, None)) is not None:
-                    acked.append(seq)
+                if cid == client_id and (entry := inflight.pop(mid, None)) is not None:
+                    row, sent = entry
+                    acked.append(row.seq)
+                    self.published_by[(row.device, row.type)] += 1
+                    self.observe_latency(now - sent)
             if acked:
                 self.published += len(acked)
                 self._ack(acked)
@@ -282,7 +295,7 @@ class Publisher:
                     if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
                         log.warning("publishing seq %d failed: %s", row.seq, info.rc)
                         break
-                    inflight[info.mid] = row.seq
+                    inflight[info.mid] = (row, time.monotonic())
                     last_sent = row.seq
                 if len(rows) == room:
                     self._wake.set()  # more waiting: come back as soon as acks make room

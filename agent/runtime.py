@@ -16,9 +16,12 @@ from agent.commands import CommandError, Commands, parse_request
 from agent.config import Config
 from agent.control import ControlServer
 from agent.driver import ActionError, Driver
+from agent.metrics import Metrics
 from agent.pipeline import Pipeline
 from agent.publisher import Publisher
+from agent.status import RateMeter
 from agent.supervisor import Supervisor
+from agent.watchdog import ServiceWatch
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ class Agent:
         self.supervisor = Supervisor(self.drivers)
         self.control = ControlServer(settings.agent.control_socket, self.commands)
         self.last_selftest: dict[str, Any] | None = None
+        self.publish_rate = RateMeter()
         self._stop = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -94,11 +98,16 @@ class Agent:
             __version__, settings.agent.store_id, len(self.drivers), self.buffer.path,
             self.buffer.stats().depth,
         )
+        # service: metrics endpoint, then systemd READY/STATUS/WATCHDOG (agent/metrics, watchdog)
+        metrics = Metrics.start_for(self)
+        service = ServiceWatch.for_agent(self)
+        service.start()
         status_task = asyncio.create_task(self._status_loop(), name="status")
         clock_task = asyncio.create_task(self._clock_loop(), name="clock")
         await self._stop.wait()
 
         log.info("stopping: drivers first, then flushing events to the broker")
+        service.stop()
         self.pipeline.emit_agent("agent.stopping", lifecycle)
         status_task.cancel()
         clock_task.cancel()
@@ -114,6 +123,8 @@ class Agent:
         await self.control.stop()
         await asyncio.to_thread(self.publisher.stop)
         await asyncio.to_thread(self.pipeline.stop)
+        if metrics is not None:
+            metrics.stop()
         self.buffer.close()
         log.info("stopped")
         return 0
@@ -152,6 +163,7 @@ class Agent:
                 "host": f"{pub.mqtt.host}:{pub.mqtt.port}",
                 "published": pub.published,
                 "reconnects": pub.reconnects,
+                "rate_per_s": round(self.publish_rate.rate(pub.published), 2),
                 "last_error": pub.last_error,
             },
             "buffer": {

@@ -1,10 +1,51 @@
-"""The readable form of the agent's status, for ``agent status``."""
+"""The agent's status for people: ``agent status``, systemd's one-line STATUS, the publish rate."""
 
 from __future__ import annotations
 
+import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from agent.units import format_duration, format_size
+
+RATE_WINDOW = 60.0
+
+
+class RateMeter:
+    """Events per second over about the last minute, from a growing total read now and then."""
+
+    def __init__(self, *, window: float = RATE_WINDOW,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.window = window
+        self._clock = clock
+        self._samples: deque[tuple[float, int]] = deque([(clock(), 0)])
+
+    def rate(self, total: int) -> float:
+        """Record ``total`` now; return the rate since the oldest sample still in the window."""
+        now = self._clock()
+        if now - self._samples[-1][0] >= 1.0:
+            self._samples.append((now, total))
+        # Keep one sample at least a window old as the base, so the rate spans the window.
+        while len(self._samples) > 2 and self._samples[1][0] <= now - self.window:
+            self._samples.popleft()
+        start, base = self._samples[0]
+        return (total - base) / (now - start) if now > start else 0.0
+
+
+def summary_line(status: dict[str, Any]) -> str:
+    """One line for ``systemctl status`` (systemd's STATUS=): broker, devices, buffer, rate."""
+    broker = status["broker"]
+    devices = status["devices"].values()
+    up = sum(1 for d in devices if d["online"] or d["finished"])
+    buffer = status["buffer"]
+    return (
+        f"store {status['storeid']}: broker "
+        + ("connected" if broker["connected"] else "DISCONNECTED")
+        + f", {up}/{len(devices)} devices up, {buffer['depth']} events buffered"
+        + (f" (oldest {format_duration(buffer['oldest_age_s'])})" if buffer["oldest_age_s"] else "")
+        + f", {broker.get('rate_per_s', 0.0):.1f} events/s published"
+    )
 
 
 def render_status(status: dict[str, Any]) -> str:
@@ -17,7 +58,8 @@ def render_status(status: dict[str, Any]) -> str:
         f"clock      {'NTP-synchronised' if status['clocksynced'] else 'NOT synchronised'}",
         f"broker     {broker['host']}  "
         + ("connected" if broker["connected"] else f"DISCONNECTED ({broker['last_error']})")
-        + f"  published {broker['published']}  reconnects {broker['reconnects']}",
+        + f"  published {broker['published']} ({broker.get('rate_per_s', 0.0):.1f}/s)"
+        + f"  reconnects {broker['reconnects']}",
         f"buffer     {buffer['depth']} events, {format_size(buffer['bytes'])}"
         + (f", oldest {format_duration(buffer['oldest_age_s'])}" if buffer["oldest_age_s"] else "")
         + (f", dropped {buffer['dropped']}" if buffer["dropped"] else ""),

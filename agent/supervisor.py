@@ -59,6 +59,13 @@ class Supervisor:
                 driver.log.info("driver finished")
                 return
 
+    def problems(self) -> list[str]:
+        """Devices that are no longer supervised although their driver did not finish."""
+        if len(self._tasks) != len(self.drivers):
+            return [f"{len(self.drivers) - len(self._tasks)} driver tasks were never started"]
+        return [f"the task of device {dev} has ended" for dev, task in self._tasks.items()
+                if task.done() and dev not in self.finished]
+
     async def stop(self) -> None:
         """Cancel every driver and wait up to ``STOP_GRACE`` seconds for them."""
         for task in self._tasks.values():

@@ -295,3 +295,74 @@ def make_tls(directory: Path, *, client: bool = False) -> dict[str, Path]:
             "-CAcreateserial", "-out", str(ccert), "-days", "2")
         out.update(client_cert=ccert, client_key=ckey)
     return out
+
+
+class NotifySocket:
+    """What systemd listens on for sd_notify: a datagram socket on a path or an abstract name.
+
+    ``env`` is the value for ``NOTIFY_SOCKET``; each message is a dict of its ``KEY=value`` lines.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        if path is None:
+            name = f"store-edge-agent-test-{uuid.uuid4().hex}"
+            self.env = f"@{name}"
+            self.sock.bind("\0" + name)
+        else:
+            self.env = str(path)
+            self.sock.bind(str(path))
+        self.sock.settimeout(2)
+
+    @staticmethod
+    def _parse(datagram: bytes) -> dict[str, str]:
+        return dict(line.split("=", 1) for line in datagram.decode().split("\n"))
+
+    def recv(self) -> dict[str, str]:
+        return self._parse(self.sock.recv(65536))
+
+    def pending(self) -> list[dict[str, str]]:
+        """Every message already received, without waiting."""
+        self.sock.setblocking(False)
+        out = []
+        try:
+            while True:
+                out.append(self._parse(self.sock.recv(65536)))
+        except BlockingIOError:
+            return out
+        finally:
+            self.sock.settimeout(2)
+
+    def _recv_before(self, deadline: float) -> dict[str, str] | None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        self.sock.settimeout(left)
+        try:
+            return self.recv()
+        except TimeoutError:
+            return None
+        finally:
+            self.sock.settimeout(2)
+
+    def collect(self, seconds: float) -> list[dict[str, str]]:
+        """Every message received during the next ``seconds``."""
+        deadline = time.monotonic() + seconds
+        out = []
+        while (message := self._recv_before(deadline)) is not None:
+            out.append(message)
+        return out
+
+    def wait_for(self, key: str, timeout: float = 15.0) -> list[dict[str, str]]:
+        """Messages up to and including the first with ``key``; fails after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        out: list[dict[str, str]] = []
+        while not out or key not in out[-1]:
+            message = self._recv_before(deadline)
+            if message is None:
+                raise AssertionError(f"no {key}= within {timeout} s; got {out}")
+            out.append(message)
+        return out
+
+    def close(self) -> None:
+        self.sock.close()

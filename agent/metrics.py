@@ -1,0 +1,141 @@
+"""Prometheus metrics of the running agent, served on ``[metrics] listen`` (off by default).
+
+Figures are read from the agent's own counters at scrape time (one source of truth with
+``agent status``); only the publish latency is a histogram fed by the publisher.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from agent import __version__
+
+if TYPE_CHECKING:
+    from agent.runtime import Agent
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PREFIX", "Metrics"]
+
+PREFIX = "store_edge_agent"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class AgentCollector(Collector):
+    """Reads the live counters of one ``Agent`` on every scrape."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def collect(self) -> Iterator[Metric]:
+        agent = self.agent
+        pipeline, publisher = agent.pipeline, agent.publisher
+        info = GaugeMetricFamily(f"{PREFIX}_info", "The running agent", labels=[
+            "version", "store", "bootid", "config_hash"])
+        info.add_metric([__version__, agent.config.settings.agent.store_id, pipeline.bootid,
+                         agent.config.hash], 1)
+        yield info
+        yield GaugeMetricFamily(f"{PREFIX}_uptime_seconds", "Seconds since the agent started",
+                                value=time.time() - agent.started_at)
+        yield GaugeMetricFamily(f"{PREFIX}_clock_synced",
+                                "1 when the system clock is NTP-synchronised",
+                                value=int(pipeline.clock.synced))
+
+        # dict() copies a Counter in one step under the GIL while its thread updates it.
+        emitted = CounterMetricFamily(
+            f"{PREFIX}_events_emitted", "Events accepted (committed to the buffer)",
+            labels=["device", "type"])
+        for (device, event_type), n in sorted(dict(pipeline.emitted).items()):
+            emitted.add_metric([device, event_type], n)
+        yield emitted
+        published = CounterMetricFamily(
+            f"{PREFIX}_events_published", "Events acknowledged by the broker",
+            labels=["device", "type"])
+        for (device, event_type), n in sorted(dict(publisher.published_by).items()):
+            published.add_metric([device, event_type], n)
+        yield published
+        dropped = CounterMetricFamily(
+            f"{PREFIX}_events_dropped", "Events the buffer dropped (full or too old)",
+            labels=["device", "type", "reason"])
+        for (device, event_type, reason), n in sorted(dict(pipeline.dropped_by).items()):
+            dropped.add_metric([device, event_type, reason], n)
+        yield dropped
+
+        stats = agent.buffer.stats()
+        yield GaugeMetricFamily(f"{PREFIX}_buffer_events", "Events waiting in the buffer",
+                                value=stats.depth)
+        yield GaugeMetricFamily(f"{PREFIX}_buffer_bytes", "Bytes the buffer counts against "
+                                "max_bytes", value=stats.bytes)
+        yield GaugeMetricFamily(f"{PREFIX}_buffer_oldest_age_seconds",
+                                "Age of the oldest waiting event (0 when empty)",
+                                value=stats.oldest_age or 0.0)
+
+        yield GaugeMetricFamily(f"{PREFIX}_broker_connected", "1 while connected to the broker",
+                                value=int(publisher.connected))
+        yield CounterMetricFamily(f"{PREFIX}_broker_reconnects",
+                                  "Connections to the broker lost after being established",
+                                  value=publisher.reconnects)
+
+        up = GaugeMetricFamily(f"{PREFIX}_device_up", "1 while the device is online",
+                               labels=["device", "driver"])
+        restarts = CounterMetricFamily(f"{PREFIX}_device_restarts",
+                                       "Times the device's driver failed and was restarted",
+                                       labels=["device", "driver"])
+        for drv in agent.drivers:
+            up.add_metric([drv.device_id, drv.name], int(drv.online))
+            restarts.add_metric([drv.device_id, drv.name],
+                                agent.supervisor.restarts.get(drv.device_id, 0))
+        yield up
+        yield restarts
+
+
+class Metrics:
+    """The endpoint: a registry with the collector and the latency histogram, and its server."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(AgentCollector(agent))
+        self.latency = Histogram(
+            f"{PREFIX}_publish_latency_seconds",
+            "From handing an event to the broker to its PUBACK", buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        agent.publisher.observe_latency = self.latency.observe
+        self.address = agent.config.settings.metrics.address
+        self._server: WSGIServer | None = None
+
+    @classmethod
+    def start_for(cls, agent: Agent) -> Metrics | None:
+        """Serve metrics if ``[metrics] listen`` is set; a port that cannot be bound is logged
+        and the agent runs on without metrics."""
+        if agent.config.settings.metrics.address is None:
+            return None
+        metrics = cls(agent)
+        metrics.start()
+        return metrics
+
+    def start(self) -> None:
+        assert self.address is not None
+        host, port = self.address
+        try:
+            self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as err:
+            log.error("metrics endpoint %s:%d unavailable, running without it: %s",
+                      host, port, err)
+            return
+        log.info("metrics on http://%s/metrics", f"[{host}]:{port}" if ":" in host
+                 else f"{host}:{port}")
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
