@@ -20,7 +20,7 @@ from agent.watchdog import Heartbeat
 
 log = logging.getLogger(__name__)
 
-ACK_FLUSH_INTERVAL = 0.5
+ACK_FLUSH_INTERVAL = 0.2
 """Deleting published events is batched: losing a delete only means a duplicate later."""
 ACK_FLUSH_COUNT = 2000
 EXPIRE_INTERVAL = 60.0

@@ -114,7 +114,7 @@ class OnvifDriver(Driver):
                 unsubscribe()
             if worker is not None:
                 worker.cancel()
-                await asyncio.wait({worker}, timeout=0.5)
+                await asyncio.wait({worker}, timeout=0.3)
             if self.fake is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self.fake.stop(), 1.0)

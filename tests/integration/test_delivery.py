@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 from support import AgentProcess, Broker, Subscriber, agent_config, wait_until, write_jsonl
@@ -86,11 +85,11 @@ def test_sigkill_under_load_repeatedly_loses_and_reuses_no_seq(tmp_path, broker,
     assert sorted(by_seq) == list(range(1, max(by_seq) + 1)), "a seq is missing"
     assert all(len(ids) == 1 for ids in by_seq.values()), "a seq was reused with another id"
     assert len(events) >= len(by_seq)  # duplicates after a crash are allowed, with the same id
-    # Delivery is in seq order: it only steps back where a restarted agent re-sends what had
-    # no PUBACK when it was killed.
-    seqs = [e["seq"] for e in events]
-    step_backs = sum(1 for a, b in itertools.pairwise(seqs) if b < a)
-    assert step_backs <= 3
+    # Delivery is in seq order: each seq is first seen after every lower one. (A restarted
+    # agent re-sends what it had not yet deleted, so duplicates step back; they are allowed.)
+    seen: set[int] = set()
+    first_seen = [e["seq"] for e in events if e["seq"] not in seen and not seen.add(e["seq"])]
+    assert first_seen == sorted(first_seen)
 
 
 def test_delivery_resumes_by_itself_after_broker_restart(tmp_path, agents):
