@@ -84,6 +84,9 @@ class Agent:
         self.pipeline.start()
         if self.buffer.reset_report is not None:
             self.pipeline.emit_agent("agent.events_dropped", self.buffer.reset_report.data())
+        # Before the broker connection, so that "connected" in the log means the endpoint is
+        # settled (serving, or reported unavailable).
+        metrics = Metrics.start_for(self)
         self.publisher.start()
         try:
             await self.control.start()
@@ -98,8 +101,7 @@ class Agent:
             __version__, settings.agent.store_id, len(self.drivers), self.buffer.path,
             self.buffer.stats().depth,
         )
-        # service: metrics endpoint, then systemd READY/STATUS/WATCHDOG (agent/metrics, watchdog)
-        metrics = Metrics.start_for(self)
+        # service: systemd READY/STATUS/WATCHDOG (agent/watchdog)
         service = ServiceWatch.for_agent(self)
         service.start()
         status_task = asyncio.create_task(self._status_loop(), name="status")
