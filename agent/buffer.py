@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.events import dumps
+from agent.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -235,17 +235,7 @@ class Buffer:
         if upto <= self._reserved:
             return
         reserved = upto + SEQ_RESERVE_BLOCK
-        tmp = self._reserve_path.with_suffix(".tmp")
-        with tmp.open("w") as fh:
-            fh.write(str(reserved))
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(self._reserve_path)
-        dir_fd = os.open(self._reserve_path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the rename itself must survive a power cut
-        finally:
-            os.close(dir_fd)
+        write_atomic(self._reserve_path, str(reserved).encode(), sync_dir=True)
         self._reserved = reserved
 
     # -- writing ---------------------------------------------------------------------------

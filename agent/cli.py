@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from agent import __version__
@@ -218,6 +219,53 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from agent import logs
+    from agent.commands import CommandError
+    from agent.errors import AgentNotRunning, ControlError
+    from agent.selftest.console import (
+        ConsoleOperator,
+        ask_stdin,
+        run_in_process,
+        run_through_service,
+    )
+    from agent.selftest.report import ProgressPrinter, junit_xml
+
+    config = _load(args)
+    out = sys.stderr if args.json else sys.stdout
+    show = ProgressPrinter(lambda line: print(line, file=out, flush=True))
+    path = config.settings.agent.control_socket
+    try:
+        try:
+            reports = run_through_service(path, args.exit, args.walk, show, ask_stdin)["reports"]
+            where = "the running agent"
+        except AgentNotRunning:
+            print(f"agent selftest: no agent service is running ({path}); running the self-test "
+                  "in-process", file=sys.stderr, flush=True)
+            logs.setup("warning")
+            operator = ConsoleOperator(show, ask_stdin, interactive=True)
+            reports = run_in_process(config, args.exit, args.walk, operator)
+            where = "in-process"
+    except ControlError as err:
+        print(f"agent selftest: {err}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except CommandError as err:
+        print(f"agent selftest: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as err:
+        print(f"agent selftest: cannot run the self-test in-process: {err}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    if args.junit:
+        Path(args.junit).write_text(junit_xml(reports))
+    if args.json:
+        print(json.dumps(reports, indent=2))
+    else:
+        verdicts = ", ".join(f"{r['exit']} {r['result'].upper()}" for r in reports)
+        print(f"\n{len(reports)} exit{'s' if len(reports) != 1 else ''} tested ({where}): "
+              f"{verdicts}")
+    return EXIT_OK if all(r["result"] == "pass" for r in reports) else EXIT_FAIL
+
+
 def _print_table(rows: Sequence[Sequence[Any]]) -> None:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -278,6 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("params", nargs="*", metavar="KEY=VALUE")
     p.add_argument("--for", dest="duration", metavar="DURATION", help="e.g. 500ms, 3s")
     p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("selftest", help="prove each exit's alarm chain works (exit 1 if not)")
+    p.add_argument("--exit", help="only this exit (default: every exit)")
+    p.add_argument("--walk", action="store_true",
+                   help="walk test: a technician at the exit carries a test tag out when told")
+    p.add_argument("--json", action="store_true", help="print the reports as JSON")
+    p.add_argument("--junit", metavar="FILE", help="also write the results as JUnit XML")
+    p.set_defaults(func=cmd_selftest)
 
     p = sub.add_parser("schema", help="print the JSON Schema of the envelope and payloads")
     p.set_defaults(func=cmd_schema)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tomllib
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -120,32 +121,65 @@ class MetricsSection(_Section):
 
 
 class ExitSection(_Section):
-    eas: str | None = None
+    eas: str | None = Field(default=None, description="the EAS device expected to alarm")
     door: str | None = None
     camera: str | None = None
-    test_tag: str | None = None
-    sounder: str | None = None
+    test_tag: str | None = Field(default=None, description="output that energises a test tag")
+    sounder: str | None = Field(default=None, description="sounder feedback input")
     alarm_within: Duration = 3.0
     sounder_within: Duration = 3.0
     motion_within: Duration = 5.0
-    schedule: str | None = None
+    walk_within: Duration = Field(default=60.0, description="time for each walk-test pass")
+    schedule: str | None = Field(
+        default=None, description="cron 'm h dom mon dow' (local time); a leading seconds field "
+        "is accepted ('s m h dom mon dow')")
+    schedule_retry: Duration = Field(
+        default=300.0, description="a scheduled run that finds the door open or an alarm active "
+        "is retried after this long")
 
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
         if value:
-            from apscheduler.triggers.cron import CronTrigger
-
-            try:
-                CronTrigger.from_crontab(value)
-            except ValueError as err:
-                raise ValueError(f"not a cron expression ('m h dom mon dow'): {err}") from err
+            cron_trigger(value)
         return value
 
     def devices(self) -> dict[str, str]:
         """Role -> device id, for the roles that are set."""
         roles = ("eas", "door", "camera", "test_tag", "sounder")
         return {r: v for r in roles if (v := getattr(self, r))}
+
+
+def cron_trigger(expression: str, timezone: Any = None) -> Any:
+    """The APScheduler trigger of a cron ``schedule`` (5 fields, or 6 with seconds first).
+
+    Raises:
+        ValueError: not a cron expression, saying what is accepted.
+    """
+    from apscheduler.triggers.cron import CronTrigger
+
+    fields = expression.split()
+    try:
+        if len(fields) == 6:
+            second, minute, hour, day, month, dow = fields
+            return CronTrigger(second=second, minute=minute, hour=hour, day=day, month=month,
+                               day_of_week=_cron_weekdays(dow), timezone=timezone)
+        if len(fields) == 5:
+            minute, hour, day, month, dow = fields
+            return CronTrigger(minute=minute, hour=hour, day=day, month=month,
+                               day_of_week=_cron_weekdays(dow), timezone=timezone)
+    except ValueError as err:
+        raise ValueError(f"not a cron expression ('m h dom mon dow'): {err}") from err
+    raise ValueError(f"not a cron expression: expected 5 fields 'm h dom mon dow' (or 6 with "
+                     f"seconds first), got {len(fields)}")
+
+
+def _cron_weekdays(field: str) -> str:
+    """Cron counts weekdays from Sunday = 0 (7 too); APScheduler 3 from Monday = 0: translate
+    numbers, keep names (``mon-fri``)."""
+    names = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    return re.sub(r"(?<![/\d])\d+", lambda m: names[int(m.group())] if int(m.group()) <= 7 else m.group(),
+                  field)
 
 
 class Settings(BaseSettings):
@@ -326,6 +360,19 @@ def _check_devices(
                     path, ("exits", exit_name, role), "no such device in [devices]", dev_id,
                     has_value=True,
                 ))
+            elif role == "test_tag" and dev_id in devices and \
+                    "pulse" not in devices[dev_id].driver.actions:
+                problems.append(_describe(
+                    path, ("exits", exit_name, role), f"device {dev_id!r} "
+                    f"({devices[dev_id].driver.name}) has no 'pulse' action: a test tag needs an "
+                    "output such as gpio_output", dev_id, has_value=True,
+                ))
+        if ex.schedule and not ex.test_tag:
+            problems.append(_describe(
+                path, ("exits", exit_name, "schedule"), "a scheduled self-test needs test_tag: "
+                "nobody walks a tag through the exit at a scheduled time (run `agent selftest "
+                "--walk` instead)", ex.schedule, has_value=True,
+            ))
     return devices, problems
 
 

@@ -231,6 +231,12 @@ async def _health(h: Any) -> list[str]:
         return [problem]
     if not isinstance(checks, list) or not all(isinstance(c, HealthCheck) for c in checks):
         return [f"health() must return a list of HealthCheck, got {checks!r}"]
+    # The self-test hooks answer as fast, with one HealthCheck or None (docs/selftest.md).
+    rest, problem = await _call("at_rest()", h.driver.at_rest(), HEALTH_WITHIN)
+    if problem:
+        return [problem]
+    if rest is not None and not isinstance(rest, HealthCheck):
+        return [f"at_rest() must return a HealthCheck or None, got {rest!r}"]
     return []
 
 

@@ -2,7 +2,8 @@
 
 A request is one line ``{"command": ..., ...params}``. The server answers with zero or more
 ``{"progress": ...}`` lines (for long commands) and one final line
-``{"status": "ok", ...}`` or ``{"status": "error", "error": ...}``.
+``{"status": "ok", ...}`` or ``{"status": "error", "error": ...}``. While a command runs, the
+client may send more lines (answers to a walk test's questions); the command reads them.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from agent.commands import CommandError, Commands
-from agent.errors import ControlError
+from agent.errors import AgentNotRunning, ControlError
 
 log = logging.getLogger(__name__)
 
 MAX_LINE = 1024 * 1024
 PROGRESS_KEY = "_progress"
 """Handlers that stream put an ``asyncio.Queue`` here in their params (the server's)."""
+ANSWERS_KEY = "_answers"
+"""An ``asyncio.Queue`` of the JSON objects the client sends after its request."""
 
 
 class ControlServer:
@@ -71,9 +74,15 @@ class ControlServer:
                 if not isinstance(request, dict) or not isinstance(request.get("command"), str):
                     raise CommandError('expected a JSON object with "command"')
                 progress: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+                answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
                 request[PROGRESS_KEY] = progress
+                request[ANSWERS_KEY] = answers
+                listener = asyncio.create_task(_listen(reader, answers))
                 task = asyncio.create_task(self.commands.call(request.pop("command"), request))
-                await _relay(progress, task, writer)
+                try:
+                    await _relay(progress, task, writer)
+                finally:
+                    listener.cancel()
                 reply = {"status": "ok", **task.result()}
             except (CommandError, json.JSONDecodeError, UnicodeDecodeError) as err:
                 reply = {"status": "error", "error": str(err)}
@@ -86,6 +95,16 @@ class ControlServer:
             pass
         finally:
             writer.close()
+
+
+async def _listen(reader: asyncio.StreamReader, answers: asyncio.Queue[dict[str, Any]]) -> None:
+    """Queue each JSON object line the client sends while its command runs."""
+    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ValueError):
+        while line := await reader.readline():
+            with contextlib.suppress(ValueError):
+                message = json.loads(line)
+                if isinstance(message, dict):
+                    await answers.put(message)
 
 
 async def _relay(
@@ -120,6 +139,67 @@ def _alive(path: Path) -> bool:
         return True
 
 
+class Session:
+    """One command over the control socket: iterate for its progress items and final reply
+    (the item with ``status``); ``answer()`` sends a line back while it runs.
+
+    Raises:
+        ControlError: no agent listens on ``path`` (not running, or no permission).
+    """
+
+    def __init__(self, path: Path, command: str, *, timeout: float | None = 30.0,
+                 **params: Any) -> None:
+        self.path = path
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+        except FileNotFoundError as err:
+            sock.close()
+            raise AgentNotRunning(f"the agent is not running (no control socket at {path})") \
+                from err
+        except ConnectionRefusedError as err:
+            sock.close()
+            raise AgentNotRunning(f"the agent is not running (nothing listens on {path})") \
+                from err
+        except PermissionError as err:
+            sock.close()
+            raise ControlError(
+                f"no permission to use {path}: run as root or as a member of the agent's group"
+            ) from err
+        except OSError as err:
+            sock.close()
+            raise ControlError(f"the agent does not answer on {path}: {err.strerror}") from err
+        self._sock = sock
+        self._stream = sock.makefile("rwb")
+        self.answer({"command": command, **params})
+
+    def answer(self, message: dict[str, Any]) -> None:
+        """Send one JSON line to the running command."""
+        self._stream.write(json.dumps(message).encode() + b"\n")
+        self._stream.flush()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for line in self._stream:
+            message = json.loads(line)
+            if "progress" in message:
+                yield message["progress"]
+                continue
+            yield message
+            return
+        raise ControlError(f"the agent closed {self.path} without answering")
+
+    def close(self) -> None:
+        self._stream.close()
+        self._sock.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def request(path: Path, command: str, *, timeout: float = 30.0, **params: Any) -> Iterator[
     dict[str, Any]
 ]:
@@ -128,32 +208,8 @@ def request(path: Path, command: str, *, timeout: float = 30.0, **params: Any) -
     Raises:
         ControlError: no agent listens on ``path`` (not running, or no permission).
     """
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(str(path))
-    except FileNotFoundError as err:
-        sock.close()
-        raise ControlError(f"the agent is not running (no control socket at {path})") from err
-    except PermissionError as err:
-        sock.close()
-        raise ControlError(
-            f"no permission to use {path}: run as root or as a member of the agent's group"
-        ) from err
-    except OSError as err:
-        sock.close()
-        raise ControlError(f"the agent does not answer on {path}: {err.strerror}") from err
-    with sock, sock.makefile("rwb") as stream:
-        stream.write(json.dumps({"command": command, **params}).encode() + b"\n")
-        stream.flush()
-        for line in stream:
-            message = json.loads(line)
-            if "progress" in message:
-                yield message["progress"]
-                continue
-            yield message
-            return
-    raise ControlError(f"the agent closed {path} without answering")
+    with Session(path, command, timeout=timeout, **params) as session:
+        yield from session
 
 
 def call(path: Path, command: str, *, timeout: float = 30.0, **params: Any) -> dict[str, Any]:

@@ -27,6 +27,21 @@ __all__ = [
 ]
 
 
+CONDITION_TYPES: dict[str, tuple[str, str | None]] = {
+    "eas.interference": ("interference", "inhibit"),
+    "eas.fault": ("fault", None),
+    "camera.tamper": ("tamper", "active"),
+}
+"""Event types that report a condition: type -> (name, the data flag that says it is active;
+``None``: every such event is active)."""
+FAULT_HOLD = 300.0
+"""Seconds an ``eas.fault`` keeps a device out of its resting state."""
+
+
+def _now() -> float:
+    return time.time()
+
+
 class DriverConfig(BaseModel):
     """Base of a driver's ``[devices.<id>]`` model. Unknown keys are errors."""
 
@@ -142,6 +157,7 @@ class Driver:
         self._lock = threading.Lock()
         self._online: bool | None = None
         self._state: dict[str, Any] = {"online": False, "since": None}
+        self._conditions: dict[str, tuple[float, str]] = {}
 
     async def run(self) -> None:
         """Talk to the hardware until cancelled. Must stop within 2 s of cancellation."""
@@ -151,6 +167,42 @@ class Driver:
         """Read-only checks for self-tests; the default reports whether the device is online."""
         reason = self._state.get("reason", "")
         return [HealthCheck("online", bool(self._online), "" if self._online else str(reason))]
+
+    async def at_rest(self) -> HealthCheck | None:
+        """Whether the device is in its resting state, for a self-test's ``rest`` and ``restore``
+        steps: door closed, alarm input inactive, output at its safe state, no interference or
+        fault reported. ``None`` when the driver has no resting state to tell.
+
+        The default judges the conditions the device itself reported (see ``conditions``):
+        an ``eas.interference`` with ``inhibit`` true until one with ``inhibit`` false, an
+        ``eas.fault`` for ``FAULT_HOLD`` seconds (catalogue v1 has no "fault cleared" event),
+        a ``camera.tamper`` with ``active`` true until one with ``active`` false.
+        """
+        if not set(self.emits) & set(CONDITION_TYPES):
+            return None
+        active = self.conditions()
+        if not active:
+            return HealthCheck("at rest", True, "no interference, fault or tamper reported")
+        return HealthCheck("at rest", False, "; ".join(active))
+
+    async def restore(self) -> HealthCheck | None:
+        """Put outputs back in their safe state after a self-test; ``None`` when there is
+        nothing to restore (the default: inputs only)."""
+        return None
+
+    def conditions(self) -> list[str]:
+        """Conditions the device reported that are still active, readable:
+        ``fault (antenna fault) reported at 06:01:02``."""
+        now = time.time()
+        with self._lock:
+            reported = dict(self._conditions)
+        active = []
+        for kind, (since, detail) in sorted(reported.items()):
+            if kind == "fault" and now - since > FAULT_HOLD:
+                continue
+            when = time.strftime("%H:%M:%S", time.localtime(since))
+            active.append(f"{kind}{' ' + detail if detail else ''} reported at {when}")
+        return active
 
     async def action(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
         """Carry out one of ``actions``; return what was done.
@@ -184,7 +236,21 @@ class Driver:
         Raises:
             EventError: the type is not in the catalogue or ``data`` does not fit it.
         """
-        return self.context.emit(self.device_id, event_type, data, time=time, subject=subject)
+        event_id = self.context.emit(self.device_id, event_type, data, time=time,
+                                     subject=subject)
+        if event_type in CONDITION_TYPES:
+            self._note_condition(event_type, data or {}, time)
+        return event_id
+
+    def _note_condition(self, event_type: str, data: dict[str, Any], at: float | None) -> None:
+        kind, flag = CONDITION_TYPES[event_type]
+        active = True if flag is None else bool(data.get(flag))
+        detail = str(data.get("reason") or data.get("kind") or "")
+        with self._lock:
+            if active:
+                self._conditions[kind] = (at or _now(), f"({detail})" if detail else "")
+            else:
+                self._conditions.pop(kind, None)
 
     @property
     def online(self) -> bool:

@@ -28,3 +28,7 @@ class DriverLoadError(AgentError, ImportError):
 
 class ControlError(AgentError, ConnectionError):
     """The running agent could not be reached over its control socket."""
+
+
+class AgentNotRunning(ControlError):
+    """No agent listens on the control socket: no socket file, or a stale one."""

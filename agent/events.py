@@ -101,16 +101,29 @@ class EventsDropped(_Data):
     reason: str
 
 
-class SelftestRun(_Data):
+class _SelftestOf(_Data):
     exit: str
     run_id: str
 
 
-class SelftestStep(SelftestRun):
+class SelftestRun(_SelftestOf):
+    trigger: str | None = Field(default=None, description="cli, schedule or remote")
+
+
+class SelftestOutcome(SelftestRun):
+    result: Literal["pass", "fail", "incomplete"] | None = Field(
+        default=None, description="incomplete: no step failed, but the alarm chain was not "
+        "tested (no test tag and no walk test)")
+    summary: str | None = None
+
+
+class SelftestStep(_SelftestOf):
     step: str
     result: Literal["pass", "fail", "skip"]
     detail: str = ""
     latency_ms: float | None = None
+    warning: bool = Field(default=False, description="passed with a warning (broker "
+                          "unreachable, clock not synchronised)")
 
 
 CATALOGUE: dict[str, type[_Data]] = {
@@ -135,8 +148,8 @@ CATALOGUE: dict[str, type[_Data]] = {
     "agent.events_dropped": EventsDropped,
     "selftest.started": SelftestRun,
     "selftest.step": SelftestStep,
-    "selftest.passed": SelftestRun,
-    "selftest.failed": SelftestRun,
+    "selftest.passed": SelftestOutcome,
+    "selftest.failed": SelftestOutcome,
 }
 """Event type -> model of its ``data`` (catalogue v1, DESIGN.md)."""
 

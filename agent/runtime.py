@@ -14,23 +14,32 @@ from agent import __version__
 from agent.buffer import Buffer
 from agent.commands import CommandError, Commands, parse_request
 from agent.config import Config
-from agent.control import ControlServer
+from agent.control import ANSWERS_KEY, PROGRESS_KEY, ControlServer
 from agent.driver import ActionError, Driver
 from agent.metrics import Metrics
 from agent.pipeline import Pipeline
 from agent.publisher import Publisher
+from agent.selftest import Operator, QueueOperator, Selftests, SilentOperator
+from agent.selftest.schedule import SelftestSchedule
 from agent.status import RateMeter
 from agent.supervisor import Supervisor
 from agent.watchdog import ServiceWatch
 
 log = logging.getLogger(__name__)
 
+REMOTE_COMMANDS = ("selftest", "status")
+"""What ``<root>/agent/request/<command>`` may ask; ``action`` and ``sim`` drive hardware and
+stay on the control socket (owner and group only)."""
+
 
 class Agent:
     """The running service. ``await run()`` until SIGTERM/SIGINT or ``request_stop()``."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, service: bool = True) -> None:
         self.config = config
+        self.service = service
+        """False for ``agent selftest`` run in-process while the service is not running: no
+        control socket, metrics, schedule or lifecycle events."""
         settings = config.settings
         self.started_at = time.time()
         self.buffer = Buffer(
@@ -45,6 +54,7 @@ class Agent:
         self.commands.register("status", self._status_command)
         self.commands.register("action", self._action_command)
         self.commands.register("sim", self._sim_command)
+        self.commands.register("selftest", self._selftest_command)
         self.publisher = Publisher(
             settings.mqtt, settings.agent.store_id, self.buffer,
             ack=self.pipeline.ack, on_request=self._on_mqtt_request,
@@ -59,10 +69,15 @@ class Agent:
         ]
         self.supervisor = Supervisor(self.drivers)
         self.control = ControlServer(settings.agent.control_socket, self.commands)
-        self.last_selftest: dict[str, Any] | None = None
+        self.selftests = Selftests(self)
+        self.schedule = SelftestSchedule(self.selftests, config.exits)
         self.publish_rate = RateMeter()
+        self._lifecycle = {"version": __version__, "config_hash": config.hash}
         self._stop = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._metrics: Metrics | None = None
+        self._watch: ServiceWatch | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -75,44 +90,71 @@ class Agent:
             self._loop.call_soon_threadsafe(self._stop.set)
 
     async def run(self) -> int:
-        """Run until stopped; returns the process exit code."""
+        """Run the service until SIGTERM/SIGINT or ``request_stop()``; returns the exit code."""
         self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self._stop.set)
+        await self.start()
+        await self._stop.wait()
+        await self.stop()
+        return 0
+
+    async def start(self) -> None:
+        """Open the buffer, connect, start the drivers; as the service (``service=True``) also
+        the control socket, metrics, systemd notification, the schedule and lifecycle events."""
+        self._loop = asyncio.get_running_loop()
         settings = self.config.settings
         self.buffer.open()
         self.pipeline.start()
         if self.buffer.reset_report is not None:
             self.pipeline.emit_agent("agent.events_dropped", self.buffer.reset_report.data())
+        self.selftests.load()
         # Before the broker connection, so that "connected" in the log means the endpoint is
         # settled (serving, or reported unavailable).
-        metrics = Metrics.start_for(self)
+        self._metrics = Metrics.start_for(self) if self.service else None
         self.publisher.start()
-        try:
-            await self.control.start()
-        except OSError as err:
-            log.error("control socket %s unavailable (agent status and selftest cannot reach "
-                      "this agent): %s", settings.agent.control_socket, err)
-        lifecycle = {"version": __version__, "config_hash": self.config.hash}
-        self.pipeline.emit_agent("agent.started", lifecycle)
+        if self.service:
+            try:
+                await self.control.start()
+            except OSError as err:
+                log.error("control socket %s unavailable (agent status and selftest cannot "
+                          "reach this agent): %s", settings.agent.control_socket, err)
+            self.pipeline.emit_agent("agent.started", self._lifecycle)
         self.supervisor.start()
         log.info(
-            "agent %s started: store %s, %d devices, buffer %s (%d events waiting)",
-            __version__, settings.agent.store_id, len(self.drivers), self.buffer.path,
+            "agent %s %s: store %s, %d devices, buffer %s (%d events waiting)",
+            __version__, "started" if self.service else "running in-process",
+            settings.agent.store_id, len(self.drivers), self.buffer.path,
             self.buffer.stats().depth,
         )
-        # service: systemd READY/STATUS/WATCHDOG (agent/watchdog)
-        service = ServiceWatch.for_agent(self)
-        service.start()
-        status_task = asyncio.create_task(self._status_loop(), name="status")
-        clock_task = asyncio.create_task(self._clock_loop(), name="clock")
-        await self._stop.wait()
+        if self.service:
+            self.schedule.start()
+            # systemd READY/STATUS/WATCHDOG (agent/watchdog)
+            self._watch = ServiceWatch.for_agent(self)
+            self._watch.start()
+            self._tasks = [asyncio.create_task(self._status_loop(), name="status"),
+                           asyncio.create_task(self._clock_loop(), name="clock")]
 
+    async def wait_online(self, devices: set[str], timeout: float) -> bool:
+        """Wait until every driver of ``devices`` reports online (or ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while not all(d.online for d in self.drivers if d.device_id in devices):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    async def stop(self) -> None:
+        """Stop drivers, flush to the broker for ``shutdown_flush``, close the buffer."""
+        settings = self.config.settings
         log.info("stopping: drivers first, then flushing events to the broker")
-        service.stop()
-        self.pipeline.emit_agent("agent.stopping", lifecycle)
-        status_task.cancel()
-        clock_task.cancel()
+        if self._watch is not None:
+            self._watch.stop()
+        self.schedule.stop()
+        if self.service:
+            self.pipeline.emit_agent("agent.stopping", self._lifecycle)
+        for task in self._tasks:
+            task.cancel()
         await self.supervisor.stop()
         flush = settings.agent.shutdown_flush
         await asyncio.to_thread(self.pipeline.wait_committed, flush)
@@ -121,15 +163,15 @@ class Agent:
             if not drained:
                 log.warning("broker did not take every event within %.0f s; they stay buffered",
                             flush)
-        self.publish_status()
-        await self.control.stop()
+        if self.service:
+            self.publish_status()
+            await self.control.stop()
         await asyncio.to_thread(self.publisher.stop)
         await asyncio.to_thread(self.pipeline.stop)
-        if metrics is not None:
-            metrics.stop()
+        if self._metrics is not None:
+            self._metrics.stop()
         self.buffer.close()
         log.info("stopped")
-        return 0
 
     async def _status_loop(self) -> None:
         while True:
@@ -187,7 +229,13 @@ class Agent:
                 }
                 for d in self.drivers
             },
-            "last_selftest": self.last_selftest,
+            "last_selftest": self.selftests.summary(),
+            "selftest_schedule": {
+                name: {"schedule": ex.schedule, "next": self.schedule.next_runs().get(name),
+                       **({"postponed": self.schedule.postponed[name]}
+                          if name in self.schedule.postponed else {})}
+                for name, ex in self.config.exits.items() if ex.schedule
+            },
         }
 
     def publish_status(self) -> None:
@@ -235,6 +283,28 @@ class Agent:
             raise CommandError(str(err)) from err
         return {"result": result}
 
+    async def _selftest_command(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``{"exit": name or all, "walk": bool}``; from the control socket the technician sees
+        progress and answers questions, from MQTT nobody does (no walk test)."""
+        exit_name = params.get("exit")
+        if exit_name is not None and not isinstance(exit_name, str):
+            raise CommandError('"exit" must be an exit name (a string)')
+        walk = bool(params.get("walk", False))
+        progress, answers = params.get(PROGRESS_KEY), params.get(ANSWERS_KEY)
+        operator: Operator = SilentOperator()
+        if progress is not None and answers is not None:
+            operator = QueueOperator(progress, answers)
+        elif walk:
+            raise CommandError("a walk test needs a technician at the exit: run `agent selftest "
+                               "--walk` there")
+        names = self.selftests.exits(exit_name)
+        trigger = "cli" if operator.interactive else "remote"
+        reports = await self.selftests.run(names, walk=walk, trigger=trigger, operator=operator)
+        results = {r["result"] for r in reports}
+        overall = "fail" if "fail" in results else "incomplete" if "incomplete" in results \
+            else "pass"
+        return {"result": overall, "reports": reports}
+
     # -- remote requests -----------------------------------------------------------------------
 
     def _on_mqtt_request(self, command: str, payload: bytes, props: Properties | None) -> None:
@@ -251,6 +321,9 @@ class Agent:
         request_id: str | None = None
         try:
             request_id, params = parse_request(payload)
+            if command not in REMOTE_COMMANDS:
+                raise CommandError(f"command {command!r} is not allowed over MQTT; allowed: "
+                                   f"{', '.join(REMOTE_COMMANDS)}")
             result = await self.commands.call(command, params)
             reply = {"id": request_id, "status": "ok", **result}
         except CommandError as err:

@@ -77,7 +77,29 @@ def render_status(status: dict[str, Any]) -> str:
             health = f"OFFLINE ({state.get('reason', 'not connected yet')})"
         restarts = f"  restarts {dev['restarts']}" if dev.get("restarts") else ""
         lines.append(f"  {dev_id:<20} {dev['driver']:<12} {health}{restarts}")
-    selftest = status.get("last_selftest")
-    if selftest:
-        lines.append(f"last self-test: {selftest}")
+    lines += _render_selftests(status.get("last_selftest") or {},
+                               status.get("selftest_schedule") or {})
     return "\n".join(lines)
+
+
+def _render_selftests(last: dict[str, Any], schedule: dict[str, Any]) -> list[str]:
+    """One line per exit: its last self-test, a test running now, the next scheduled run."""
+    names = sorted(set(last) | set(schedule))
+    if not names:
+        return []
+    lines = ["self-tests:"]
+    for name in names:
+        run, plan = last.get(name, {}), schedule.get(name, {})
+        if run.get("result"):
+            text = (f"{run['result'].upper()} {run.get('finished', '')} ({run.get('trigger')}): "
+                    f"{run.get('summary', '')}")
+        else:
+            text = "never run"
+        if run.get("running"):
+            text += f"; running now ({run['running']})"
+        if plan.get("postponed"):
+            text += f"; postponed: {plan['postponed']['reason']}"
+        if plan.get("next"):
+            text += f"; next {plan['next']} ({plan['schedule']})"
+        lines.append(f"  {name:<20} {text}")
+    return lines

@@ -8,7 +8,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from agent.driver import ActionError, Conformance
+from agent.driver import ActionError, Conformance, HealthCheck
 from drivers.gpio_common import simulator
 from drivers.gpio_common.debounce import Change
 from drivers.gpio_common.device import NO_GPIO_LIBRARY, GpioDriver
@@ -138,6 +138,16 @@ class GpioDoorDriver(GpioDriver):
             return
         self._logic.rex(change.level == self.config.rex_high, change.at)
         self._publish()
+
+    async def at_rest(self) -> HealthCheck | None:
+        """The door is closed."""
+        logic = self._logic
+        if logic is None:
+            return HealthCheck("door closed", False, "the door contact is not being read")
+        if not logic.is_open:
+            return HealthCheck("door closed", True, "closed")
+        since = time.strftime("%H:%M:%S", time.localtime(epoch_of(logic.since)))
+        return HealthCheck("door closed", False, f"the door is open (since {since})")
 
     async def simulate(self, command: str, params: dict[str, Any]) -> dict[str, Any]:
         """``open``/``close`` the door, ``high``/``low`` its contact pin, ``pulse`` it open for

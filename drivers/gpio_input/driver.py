@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from agent.driver import Conformance
+from agent.driver import Conformance, HealthCheck
 from drivers.gpio_common import simulator
 from drivers.gpio_common.debounce import Change
 from drivers.gpio_common.device import NO_GPIO_LIBRARY, GpioDriver
@@ -75,6 +75,16 @@ class GpioInputDriver(GpioDriver):
         if edge is not None:
             self.emit(edge.event, dict(edge.data), time=at)
         self._publish(change.level, at)
+
+    async def at_rest(self) -> HealthCheck | None:
+        """The input is inactive (an alarm relay released, a sounder silent)."""
+        watched = self._input
+        if watched is None:
+            return HealthCheck("input inactive", False, "the input is not being read")
+        level = "high" if watched.level else "low"
+        if self._active(watched.level):
+            return HealthCheck("input inactive", False, f"{self.config.pin} is active ({level})")
+        return HealthCheck("input inactive", True, f"{self.config.pin} inactive ({level})")
 
     async def simulate(self, command: str, params: dict[str, Any]) -> dict[str, Any]:
         """``high``/``low`` set the pin's level, ``active``/``inactive`` its meaning, ``pulse``

@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from agent.driver import ActionError, Conformance
+from agent.driver import ActionError, Conformance, HealthCheck
 from drivers.gpio_common import simulator
 from drivers.gpio_common.config import active_high, for_param
 from drivers.gpio_common.device import NO_GPIO_LIBRARY, GpioDriver
@@ -128,6 +128,28 @@ class GpioOutputDriver(GpioDriver):
             return self._actuated(on, name)
         self._pulse_end = asyncio.get_running_loop().call_later(seconds, self._end_pulse)
         return self._actuated(True, "pulse", **{"for": seconds})
+
+    # -- self-tests ------------------------------------------------------------------------------
+
+    async def at_rest(self) -> HealthCheck | None:
+        """The output is at its safe state."""
+        safe = self.config.safe_state
+        if self._device is None:
+            return HealthCheck("output safe", False, "the output is not being driven")
+        now = "on" if self._device.value else "off"
+        return HealthCheck("output safe", now == safe and self._pulse_end is None,
+                           f"{self.config.pin} {now}" + ("" if now == safe else f", safe is {safe}")
+                           + (", pulse in progress" if self._pulse_end is not None else ""))
+
+    async def restore(self) -> HealthCheck | None:
+        """End a pulse in progress and drive the safe state."""
+        if self._device is None:
+            return HealthCheck("output safe", False, "the output is not being driven")
+        self._cancel_pulse()
+        safe_on = self.config.safe_state == "on"
+        self._set(safe_on)
+        self._actuated(safe_on, "safe_state", reason="selftest")
+        return await self.at_rest()
 
     async def simulate(self, command: str, params: dict[str, Any]) -> dict[str, Any]:
         """``on``/``off``/``pulse`` as the actions; ``unwire``/``wire`` cut and restore the

@@ -140,6 +140,7 @@ class OnvifDriver(Driver):
             await cam.subscribe()
             self.camera = cam
             self.counts["subscriptions"] += 1
+            self._last_pull_ok = time.time()  # the camera just answered: live until a pull fails
             self.set_online()
             self.log.info("subscribed to events of %s %s at %s:%s (pull point %s)",
                           cam.info.get("Manufacturer", "?"), cam.info.get("Model", "?"), host,
@@ -316,8 +317,9 @@ class OnvifDriver(Driver):
             HealthCheck("clock offset", offset is not None and abs(offset) < self.config.clock_warn,
                         "unknown" if offset is None else f"{offset:+.1f} s"),
             HealthCheck("event subscription", live and recent,
-                        f"until {cam.terminates:.0f}" if live and cam and cam.terminates
-                        else "none"),
+                        "renewed, runs until " + time.strftime(
+                            "%H:%M:%S", time.localtime(cam.terminates))
+                        if live and cam and cam.terminates else "none"),
         ]
 
     async def simulate(self, command: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from agent.files import write_atomic
 
 __all__ = ["SavedSnapshot", "SnapshotStore", "is_trigger"]
 
@@ -60,12 +61,7 @@ class SnapshotStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         stamp = datetime.fromtimestamp(when, UTC).strftime("%Y%m%dT%H%M%S%f")[:-3]
         path = self.directory / f"{stamp}Z-{trigger_id[-12:]}.jpg"
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("wb") as fh:
-            fh.write(image)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
+        write_atomic(path, image)
         self.prune()
         return SavedSnapshot(path, hashlib.sha256(image).hexdigest(), len(image))
 

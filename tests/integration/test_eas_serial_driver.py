@@ -150,3 +150,25 @@ async def test_simulate_mode_sends_through_the_real_driver_path(tmp_path):
             await h.driver.simulate("alarm", {"direction": "sideways"})
         with pytest.raises(ValueError, match="unknown command"):
             await h.driver.simulate("explode", {})
+
+
+async def test_interference_and_faults_take_the_pedestal_out_of_its_resting_state(tmp_path, pair):
+    """What a self-test's rest step reads: the conditions the pedestal itself reported."""
+    opts = {"port": str(pair.driver_end), "profile": "pipe-events"}
+    async with DriverHarness("eas_serial", opts, tmp_path=tmp_path) as h:
+        await h.wait_for("device.online")
+        sim = pedestal(pair)
+        rest = await h.driver.at_rest()
+        assert rest is not None and rest.ok
+        sim.interference(inhibit=True)
+        await h.wait_for("eas.interference")
+        rest = await h.driver.at_rest()
+        assert rest is not None and not rest.ok
+        assert rest.detail.startswith("interference reported at ")
+        sim.interference(inhibit=False)
+        await h.wait_for("eas.interference", count=2)
+        assert (await h.driver.at_rest()).ok
+        sim.fault("antenna open")
+        await h.wait_for("eas.fault")
+        rest = await h.driver.at_rest()
+        assert not rest.ok and rest.detail.startswith("fault (antenna open) reported at ")
