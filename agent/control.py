@@ -4,6 +4,7 @@ A request is one line ``{"command": ..., ...params}``. The server answers with z
 ``{"progress": ...}`` lines (for long commands) and one final line
 ``{"status": "ok", ...}`` or ``{"status": "error", "error": ...}``. While a command runs, the
 client may send more lines (answers to a walk test's questions); the command reads them.
+Closing the connection before the final line cancels the command.
 """
 
 from __future__ import annotations
@@ -77,8 +78,8 @@ class ControlServer:
                 answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
                 request[PROGRESS_KEY] = progress
                 request[ANSWERS_KEY] = answers
-                listener = asyncio.create_task(_listen(reader, answers))
                 task = asyncio.create_task(self.commands.call(request.pop("command"), request))
+                listener = asyncio.create_task(_listen(reader, answers, task))
                 try:
                     await _relay(progress, task, writer)
                 finally:
@@ -97,14 +98,19 @@ class ControlServer:
             writer.close()
 
 
-async def _listen(reader: asyncio.StreamReader, answers: asyncio.Queue[dict[str, Any]]) -> None:
-    """Queue each JSON object line the client sends while its command runs."""
+async def _listen(reader: asyncio.StreamReader, answers: asyncio.Queue[dict[str, Any]],
+                  task: asyncio.Task[dict[str, Any]]) -> None:
+    """Queue each JSON object line the client sends while its command runs; a client that goes
+    away (Ctrl-C, lost session) cancels the command: a walk test nobody watches must end."""
     with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ValueError):
         while line := await reader.readline():
             with contextlib.suppress(ValueError):
                 message = json.loads(line)
                 if isinstance(message, dict):
                     await answers.put(message)
+    if not task.done():
+        log.info("control client went away: cancelling its command")
+        task.cancel()
 
 
 async def _relay(

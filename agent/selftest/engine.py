@@ -183,6 +183,14 @@ class ExitSelftest:
                 await self._walk_test(rest_ok)
             if stimulated or self.walk:
                 await self._restore()
+        except asyncio.CancelledError:
+            # The technician pressed Ctrl-C or the session dropped: end cleanly, with a report.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            await self._step("aborted", "fail", "the self-test was stopped before it finished "
+                             "(the technician's session ended)")
+            await self._restore()
         except Exception as err:  # a bug must still end the run with a report
             log.exception("self-test of %s failed unexpectedly", self.exit)
             await self._step("internal", "fail", f"the self-test itself failed: {err}")

@@ -41,7 +41,8 @@ def normalise_direction(value: str) -> str:
 
 
 def field_kind(event_type: str, name: str) -> str:
-    """How a captured text becomes the catalogue field ``name``: ``str``, ``bool`` or ``number``."""
+    """How a captured text becomes the catalogue field ``name``: ``str``, ``bool``, ``integer``
+    or ``number``."""
     model = CATALOGUE[event_type]
     for fname, info in model.model_fields.items():
         if name in (fname, info.alias):
@@ -50,6 +51,8 @@ def field_kind(event_type: str, name: str) -> str:
                 return "bool"
             if str in kinds and not kinds & {int, float}:
                 return "str"
+            if int in kinds and float not in kinds:
+                return "integer"  # e.g. a pedestal id: "1E20" stays text, never 1e+20
             return "number"
     return "number"  # a vendor's extra field: numbers if they look like numbers
 
@@ -68,7 +71,9 @@ def convert(event_type: str, name: str, text: str) -> Any:
     kind = field_kind(event_type, name)
     if kind == "str":
         return text
-    return _to_bool(text) if kind == "bool" else _to_number(text)
+    if kind == "bool":
+        return _to_bool(text)
+    return _to_number(text, floats=kind == "number")
 
 
 def _to_bool(text: str) -> Any:
@@ -78,11 +83,11 @@ def _to_bool(text: str) -> Any:
     return text  # left for the catalogue check to reject, naming the field
 
 
-def _to_number(text: str) -> Any:
+def _to_number(text: str, *, floats: bool = True) -> Any:
     stripped = text.strip()
     if _INT.fullmatch(stripped):
         return int(stripped)
-    if _FLOAT.fullmatch(stripped):
+    if floats and _FLOAT.fullmatch(stripped):
         return float(stripped)
     return text
 

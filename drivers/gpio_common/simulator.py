@@ -78,6 +78,16 @@ class WiredPin(MockConnectedPin):
         self.invert = invert
         super().__init__(factory, info, input_pin=input_pin)
 
+    def release(self) -> None:
+        """Cut the wire: the input returns to the level the output "off" gives it (a coil that
+        loses its wire stops setting the pedestal off), and no longer follows the output."""
+        if self.input_pin is not None and self.input_pin.function == "input":
+            if self.invert:
+                self.input_pin.drive_high()
+            else:
+                self.input_pin.drive_low()
+        self.input_pin = None
+
     def _change_state(self, value: bool) -> bool:
         if self.input_pin is not None and self.input_pin.function == "input":
             level = bool(value) != self.invert

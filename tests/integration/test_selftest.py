@@ -346,3 +346,26 @@ def test_unknown_exit_is_a_usage_error(tmp_path, broker, agents):
     assert result.returncode == 2
     assert "no exit 'exit9' (configured: exit1)" in result.stderr
     assert agent.stop() == 0
+
+
+def test_a_walk_test_left_by_the_technician_ends_and_stops_marking_alarms(
+        tmp_path, broker, subscriber, agents):
+    agent = start(tmp_path, agents, config(tmp_path, broker, exit1(), walk_within="60s"))
+    proc = subprocess.Popen([AGENT_BIN, "--config", str(agent.config_path), "selftest",
+                             "--walk"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if ">>> Carry the test tag" in line:
+            break
+    proc.kill()  # the technician's laptop goes away mid-walk
+    proc.wait(10)
+    failed = subscriber.wait_events(1, "selftest.failed", timeout=15)[0]
+    steps = [e["data"] for e in subscriber.events("selftest.step")
+             if e["data"]["run_id"] == failed["data"]["run_id"]]
+    assert steps[-2]["step"] == "aborted" and steps[-1]["step"] == "restore"
+    # The exit is live again: a real alarm is not marked as a test.
+    alarms = len(subscriber.events("eas.alarm"))
+    assert agent.run_cli("sim", "gpio", "exit1-eas", "pulse").returncode == 0
+    assert subscriber.wait_events(alarms + 1, "eas.alarm")[-1]["test"] is False
+    assert agent.stop() == 0

@@ -30,7 +30,7 @@ file = "rec.jsonl"
 [exits.exit1]
 eas = "exit1-replay"
 alarm_within = "3s"
-schedule = "0 6 * * *"
+walk_within = "45s"
 """
 
 
@@ -80,7 +80,7 @@ def test_relative_paths_are_relative_to_the_config_file(cfg_dir):
      "devices.exit1-replay.loops: unknown key (a typo?)"),
     (('eas = "exit1-replay"', 'eas = "exit9-eas"'),
      "exits.exit1.eas: got 'exit9-eas': no such device in [devices]"),
-    (('schedule = "0 6 * * *"', 'schedule = "at six"'), "exits.exit1.schedule: got 'at six'"),
+    (('walk_within = "45s"', 'schedule = "at six"'), "exits.exit1.schedule: got 'at six'"),
     (('store_id = "0042"', ''), "agent.store_id: required key is missing"),
     (("[devices.exit1-replay]", "[devices.Exit_1]"), "devices.Exit_1: got 'Exit_1': device id must"),
 ])

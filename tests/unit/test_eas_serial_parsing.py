@@ -236,3 +236,14 @@ def test_fuzz_well_formed_alarm_lines_always_give_valid_alarms(direction, level,
     data = validate_data("eas.alarm", alarms[0].data)
     assert data["direction"] == normalise_direction(direction)
     assert data["raw"] == line
+
+
+def test_a_pedestal_id_that_looks_like_a_float_stays_text():
+    """Found by the fuzz test: "1E20" became 1e+20, which eas.alarm's pedestal (text or integer)
+    refuses, so the alarm was not emitted."""
+    p = parser_for()
+    out = p.feed(b"ALARM|IN|0|1E20\r\nALARM|IN|0|007\r\n")
+    pedestals = [o.data["pedestal"] for o in out if isinstance(o, Matched)]
+    assert pedestals == ["1E20", 7]
+    for o in out:
+        validate_data("eas.alarm", o.data)
