@@ -369,3 +369,30 @@ def test_a_walk_test_left_by_the_technician_ends_and_stops_marking_alarms(
     assert agent.run_cli("sim", "gpio", "exit1-eas", "pulse").returncode == 0
     assert subscriber.wait_events(alarms + 1, "eas.alarm")[-1]["test"] is False
     assert agent.stop() == 0
+
+
+def test_the_sounder_must_answer_the_test_tag(tmp_path, broker, agents):
+    devices = exit1(**{"exit1-sounder": {"driver": "gpio_input", "pin": "GPIO22",
+                                         "pull": "up"}})
+    agent = start(tmp_path, agents, config(tmp_path, broker, devices, sounder="exit1-sounder",
+                                           sounder_within="2s"))
+    # A sounder that answers: its feedback line goes active once the pedestal alarmed.
+    proc = subprocess.Popen([AGENT_BIN, "--config", str(agent.config_path), "selftest"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.strip().startswith("alarm"):
+            assert agent.run_cli("sim", "gpio", "exit1-sounder", "pulse").returncode == 0
+    assert proc.wait(30) == 0, "".join(lines) + proc.stderr.read()
+    table = rows("".join(lines))
+    assert table["sounder"].startswith("pass") and "exit1-sounder answered" in table["sounder"]
+    # A silent sounder fails its step; the alarm step still passes.
+    result = agent.run_cli("selftest")
+    assert result.returncode == 1
+    table = rows(result.stdout)
+    assert table["sounder"].startswith("FAIL")
+    assert "the sounder feedback exit1-sounder did not answer within 2 s" in table["sounder"]
+    assert table["alarm"].startswith("pass")
+    assert agent.stop() == 0
