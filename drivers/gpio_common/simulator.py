@@ -79,13 +79,22 @@ class WiredPin(MockConnectedPin):
         super().__init__(factory, info, input_pin=input_pin)
 
     def _change_state(self, value: bool) -> bool:
+        self._drive_input(value)
+        return MockPin._change_state(self, value)
+
+    def _drive_input(self, value: bool) -> None:
         if self.input_pin is not None and self.input_pin.function == "input":
             level = bool(value) != self.invert
             if level:
                 self.input_pin.drive_high()
             else:
                 self.input_pin.drive_low()
-        return MockPin._change_state(self, value)
+
+    def cut(self, off_state: bool) -> None:
+        """Cut the wire: the input, no longer driven, reads what the output gives when off
+        (``off_state``, the output's electrical level when off), even during a pulse."""
+        self._drive_input(off_state)
+        self.input_pin = None
 
 
 def _info(factory: PinFactory, name: str) -> Any:
