@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -31,6 +32,13 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def metrics_port(log: str) -> int | None:
+    """The port an agent's metrics endpoint serves on, from its log (``listen`` port 0 lets the
+    agent take a free one: no other process can take it between picking and binding)."""
+    match = re.search(r"metrics on http://\S+:(\d+)/metrics", log)
+    return int(match.group(1)) if match else None
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
