@@ -149,6 +149,7 @@ def test_snapshot_on_eas_alarm_at_the_camera_exit(tmp_path, broker, subscriber, 
     assert snap["data"]["bytes"] == len(image)
     assert Path(snap["data"]["path"]).is_relative_to(tmp_path / "data" / "devices" / "cam1")
     assert agent.stop() == 0
+    subscriber.sync()
     assert len(subscriber.events("camera.snapshot")) == 1
 
 
