@@ -39,7 +39,7 @@ def test_tail_prints_one_readable_line_per_event(tmp_path, broker, agents):
     tail = subprocess.Popen([AGENT_BIN, "--config", str(agent.config_path), "tail", "-n", "3",
                              "--timeout", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    wait_until(lambda: True, 0.5)
+    assert "listening on" in tail.stderr.readline()  # subscribed: it misses nothing from here
     agent.start()
     out, err = tail.communicate(timeout=30)
     agent.stop()
