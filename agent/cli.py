@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.config import Config, config_path, load_config
+from agent.config import ENV_PREFIX, AgentSection, Config, config_path, load_config
 from agent.errors import ConfigError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -23,6 +24,30 @@ Command = Callable[[argparse.Namespace], int]
 
 def _load(args: argparse.Namespace) -> Config:
     return load_config(args.config)
+
+
+def _control_socket(args: argparse.Namespace) -> Path:
+    """The running agent's control socket, for the commands that only need that.
+
+    A user outside the service's group may not read the config file (mode 0640); then the
+    socket is ``AGENT_AGENT__CONTROL_SOCKET`` or the default, said in one line on stderr, and
+    the socket's own errors (exit 3) tell whether the agent can be reached.
+    """
+    try:
+        return _load(args).settings.agent.control_socket
+    except ConfigError as err:
+        if not isinstance(err.__cause__, PermissionError):
+            raise
+    path = config_path(args.config)
+    env = f"{ENV_PREFIX}AGENT__CONTROL_SOCKET"
+    if override := os.environ.get(env):
+        # a relative path is relative to the file's directory, as when the file is read
+        sock, source = path.parent / override, f"${env}"
+    else:
+        sock, source = Path(AgentSection.model_fields["control_socket"].default), "the default"
+    print(f"agent {args.command}: cannot read {path} (permission denied); using {source} "
+          f"control socket {sock}", file=sys.stderr)
+    return sock
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -164,9 +189,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     from agent.errors import ControlError
     from agent.status import render_status
 
-    config = _load(args)
+    sock = _control_socket(args)
     try:
-        reply = control.call(config.settings.agent.control_socket, "status", timeout=10)
+        reply = control.call(sock, "status", timeout=10)
     except ControlError as err:
         print(f"agent status: {err}", file=sys.stderr)
         return EXIT_UNREACHABLE
@@ -192,7 +217,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     from agent.errors import ControlError
     from agent.units import parse_duration
 
-    config = _load(args)
+    sock = _control_socket(args)
     params: dict[str, Any] = {}
     for item in args.params:
         key, sep, value = item.partition("=")
@@ -207,7 +232,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
             print(f"agent sim: --for: {err}", file=sys.stderr)
             return EXIT_USAGE
     try:
-        reply = control.call(config.settings.agent.control_socket, "sim", kind=args.kind,
+        reply = control.call(sock, "sim", kind=args.kind,
                              device=args.device, sim=args.sim, params=params)
     except ControlError as err:
         print(f"agent sim: {err}", file=sys.stderr)

@@ -98,8 +98,8 @@ class BufferSection(_Section):
 
 class MetricsSection(_Section):
     listen: str = Field(
-        default="", description="HOST:PORT of the Prometheus endpoint, e.g. 127.0.0.1:9108; "
-        "empty (the default) turns it off",
+        default="", description="HOST:PORT of the Prometheus endpoint, e.g. 127.0.0.1:9108 (port "
+        "0: any free port, logged); empty (the default) turns it off",
     )
 
     @field_validator("listen")
@@ -107,7 +107,7 @@ class MetricsSection(_Section):
     def _host_port(cls, value: str) -> str:
         if value:
             host, sep, port = value.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
                 raise ValueError("expected HOST:PORT such as '127.0.0.1:9108' or '[::1]:9108'")
         return value
 

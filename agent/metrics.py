@@ -131,6 +131,7 @@ class Metrics:
             log.error("metrics endpoint %s:%d unavailable, running without it: %s",
                       host, port, err)
             return
+        port = self._server.server_port  # the one the system chose, for port 0
         log.info("metrics on http://%s/metrics", f"[{host}]:{port}" if ":" in host
                  else f"{host}:{port}")
 

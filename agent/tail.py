@@ -66,8 +66,11 @@ def tail(settings: Settings, *, raw: bool = False, count: int | None = None,
             done.set()
             return
         c.subscribe(f"{topics.root}/#", qos=1)
+
+    def on_subscribe(c: paho.Client, u: Any, mid: Any, reasons: Any, p: Any) -> None:
+        # once the broker confirmed: from now on nothing published to the store is missed
         print(f"listening on {topics.root}/# at {settings.mqtt.host}:{settings.mqtt.port}",
-              file=sys.stderr)
+              file=sys.stderr, flush=True)
 
     def on_message(c: paho.Client, u: Any, msg: paho.MQTTMessage) -> None:
         nonlocal seen
@@ -85,6 +88,7 @@ def tail(settings: Settings, *, raw: bool = False, count: int | None = None,
                 done.set()
 
     client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
     client.on_message = on_message
     try:
         client.connect(**connect_args(settings.mqtt))  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -31,6 +32,13 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def metrics_port(log: str) -> int | None:
+    """The port an agent's metrics endpoint serves on, from its log (``listen`` port 0 lets the
+    agent take a free one: no other process can take it between picking and binding)."""
+    match = re.search(r"metrics on http://\S+:(\d+)/metrics", log)
+    return int(match.group(1)) if match else None
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
@@ -137,6 +145,8 @@ class Subscriber:
                                 keyfile=str(client_cert[1]) if client_cert else None)
         self._subscribed = threading.Event()
         self.topic = topic
+        self._sync_prefix = topic.rstrip("#") + "test-sync/"
+        self._synced: set[str] = set()
 
         def on_connect(c: paho.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
             c.subscribe(topic, qos=1)
@@ -146,7 +156,10 @@ class Subscriber:
 
         def on_message(c: paho.Client, u: Any, msg: paho.MQTTMessage) -> None:
             with self._cond:
-                self.messages.append(msg)
+                if msg.topic.startswith(self._sync_prefix):
+                    self._synced.add(msg.topic)
+                else:
+                    self.messages.append(msg)
                 self._cond.notify_all()
 
         self.client.on_connect = on_connect
@@ -162,6 +175,19 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+    def sync(self, timeout: float = 10.0) -> None:
+        """Wait until everything the broker took before now has reached us.
+
+        A stopped agent's last messages (``agent.stopping``, final states) were acknowledged by
+        the broker, but may still be on their way here. A marker published now comes back after
+        them: the broker forwards to one subscriber in the order it took the messages.
+        """
+        marker = f"{self._sync_prefix}{uuid.uuid4().hex}"
+        self.client.publish(marker, b"", qos=1)
+        with self._cond:
+            if not self._cond.wait_for(lambda: marker in self._synced, timeout):
+                raise AssertionError(f"the sync marker did not come back within {timeout} s")
 
     def events(self, event_type: str | None = None) -> list[dict[str, Any]]:
         """Decoded events (messages on .../events/...), optionally of one type."""

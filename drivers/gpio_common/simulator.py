@@ -78,24 +78,23 @@ class WiredPin(MockConnectedPin):
         self.invert = invert
         super().__init__(factory, info, input_pin=input_pin)
 
-    def release(self) -> None:
-        """Cut the wire: the input returns to the level the output "off" gives it (a coil that
-        loses its wire stops setting the pedestal off), and no longer follows the output."""
-        if self.input_pin is not None and self.input_pin.function == "input":
-            if self.invert:
-                self.input_pin.drive_high()
-            else:
-                self.input_pin.drive_low()
-        self.input_pin = None
-
     def _change_state(self, value: bool) -> bool:
+        self._drive_input(value)
+        return MockPin._change_state(self, value)
+
+    def _drive_input(self, value: bool) -> None:
         if self.input_pin is not None and self.input_pin.function == "input":
             level = bool(value) != self.invert
             if level:
                 self.input_pin.drive_high()
             else:
                 self.input_pin.drive_low()
-        return MockPin._change_state(self, value)
+
+    def cut(self, off_state: bool) -> None:
+        """Cut the wire: the input, no longer driven, reads what the output gives when off
+        (``off_state``, the output's electrical level when off), even during a pulse."""
+        self._drive_input(off_state)
+        self.input_pin = None
 
 
 def _info(factory: PinFactory, name: str) -> Any:

@@ -164,7 +164,7 @@ class GpioOutputDriver(GpioDriver):
         if self._wire is None:
             raise ActionError(f"device {self.device_id!r} has no simulated wire (set sim_drives)")
         if command == "unwire":
-            self._wire.release()
+            self._wire.cut(off_state=not self.config.active_high)
         else:
             factory = self._wire.factory
             self._wire = self._wire_to(factory, str(self.config.sim_drives))

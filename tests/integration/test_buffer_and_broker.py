@@ -15,25 +15,29 @@ from support import (
 )
 
 
-def test_full_buffer_drops_lowest_priority_first_and_says_so(tmp_path, broker, agents):
+def test_full_buffer_drops_lowest_priority_first_and_says_so(tmp_path, agents):
     # 1500 people counts (telemetry) and 50 alarms, into a 60 kB buffer while the broker is down.
     lines = [{"type": "eas.people_count", "data": {"in": i, "out": 0}} for i in range(1500)]
     lines[::30] = [{"type": "eas.alarm", "data": {"direction": "out", "level": i}}
                    for i in range(50)]
     rec = write_jsonl(tmp_path / "rec.jsonl", lines)
+    broker = Broker(tmp_path / "broker", persistence=True).start()
     cfg = agent_config(tmp_path, broker, {"r1": {"driver": "replay", "file": str(rec), "rate": 0}},
                        buffer={"max_bytes": "60kB"})
+    # Subscribed before the outage, in a session the broker keeps: the agent reconnects within
+    # 100 ms of the broker's return and may publish before the subscriber is back.
+    sub = Subscriber(broker, "retail/#", persistent=True)
     broker.stop()
     agent = AgentProcess(tmp_path / "a", cfg)
     agents.append(agent)
-    agent.start()
-    wait_until(lambda: "driver finished" in agent.output(), 20, "replay to finish")
-    broker.start()
-    sub = Subscriber(broker, "retail/#")
     try:
+        agent.start()
+        wait_until(lambda: "driver finished" in agent.output(), 20, "replay to finish")
+        broker.start()
         wait_until(lambda: sub.events("agent.events_dropped"), 20, "agent.events_dropped")
         wait_until(lambda: len(sub.events("eas.alarm")) >= 50, 20, "every alarm")
         agent.stop()
+        sub.sync()  # the people counts after the last alarm, and the last drop reports
         alarms = sub.events("eas.alarm")
         assert sorted(a["data"]["level"] for a in alarms) == list(range(50)), "an alarm was lost"
         counts = sub.events("eas.people_count")
@@ -52,6 +56,7 @@ def test_full_buffer_drops_lowest_priority_first_and_says_so(tmp_path, broker, a
         assert min(levels) > 1500 - len(counts) - 100
     finally:
         sub.close()
+        broker.stop()
 
 
 def test_garbage_over_the_buffer_file_is_moved_aside_and_reported(tmp_path, broker, subscriber,
@@ -105,9 +110,10 @@ def test_tls_and_password_wrong_then_corrected_loses_nothing(tmp_path, agents):
         assert "wrong-password" not in log, "a secret reached the log"
         assert "unreachable" not in log, "an auth failure must not look like a network failure"
 
-        secret.write_text("s3cret\n")  # corrected: picked up on the next attempt, no restart
+        # Subscribed first: the agent's next attempt (auth_retry 1 s) may come at once.
         sub = Subscriber(broker, "retail/#", username="store", password="s3cret",
                          tls_ca=tls["ca"])
+        secret.write_text("s3cret\n")  # corrected: picked up on the next attempt, no restart
         try:
             wait_until(lambda: len(sub.events("eas.alarm")) >= 20, 15, "buffered alarms")
             agent.stop()

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import grp
 import json
+import os
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 from support import AGENT_BIN, AgentProcess, Broker, Subscriber, agent_config, wait_until, write_jsonl
@@ -34,7 +39,7 @@ def test_tail_prints_one_readable_line_per_event(tmp_path, broker, agents):
     tail = subprocess.Popen([AGENT_BIN, "--config", str(agent.config_path), "tail", "-n", "3",
                              "--timeout", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    wait_until(lambda: True, 0.5)
+    assert "listening on" in tail.stderr.readline()  # subscribed: it misses nothing from here
     agent.start()
     out, err = tail.communicate(timeout=30)
     agent.stop()
@@ -67,6 +72,62 @@ def test_status_of_a_running_agent_and_exit_3_when_not_running(tmp_path, broker,
     result = agent.run_cli("status")
     assert result.returncode == 3
     assert "not running" in result.stderr
+
+
+def _as_someone_who_cannot_read(path: Path) -> list[str]:
+    """chmod 000 ``path``; the command prefix that runs as a user it stops (root reads anyway)."""
+    path.chmod(0)
+    if os.geteuid() != 0:
+        return []
+    why = "running as root, where chmod 000 does not stop reads, "
+    if shutil.which("setpriv") is None:
+        pytest.skip(why + "and setpriv is not there to run the command as nobody")
+    prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    if subprocess.run([*prefix, AGENT_BIN, "--version"], capture_output=True).returncode != 0:
+        pytest.skip(why + "and nobody:nogroup cannot run the agent command")
+    return prefix
+
+
+def test_status_and_sim_use_the_control_socket_when_the_config_is_unreadable(tmp_path, broker,
+                                                                             agents):
+    # The socket in a runtime directory whose group it takes (setgid), as the service's group
+    # under systemd: a store technician in that group reaches it but may not read the config.
+    with tempfile.TemporaryDirectory() as run_dir:
+        sock = Path(run_dir) / "control.sock"
+        os.chmod(run_dir, 0o2755)
+        if os.geteuid() == 0:
+            os.chown(run_dir, -1, grp.getgrnam("nogroup").gr_gid)
+        cfg = agent_config(tmp_path, broker, {"relay": {"driver": "gpio_input", "pin": "GPIO17"}})
+        cfg["agent"]["control_socket"] = str(sock)
+        agent = AgentProcess(tmp_path / "a", cfg)
+        agents.append(agent)
+        agent.start(wait_connected=True)
+        prefix = _as_someone_who_cannot_read(agent.config_path)
+
+        def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*prefix, AGENT_BIN, "--config", str(agent.config_path), *args],
+                                  capture_output=True, text=True, timeout=30,
+                                  env={**os.environ, **env})
+
+        override = {"AGENT_AGENT__CONTROL_SOCKET": str(sock)}
+        status = run("status", **override)
+        assert status.returncode == 0, status.stderr
+        assert "store t1" in status.stdout and "relay" in status.stdout
+        assert status.stderr == (f"agent status: cannot read {agent.config_path} (permission "
+                                 f"denied); using $AGENT_AGENT__CONTROL_SOCKET control socket "
+                                 f"{sock}\n")
+        result = run("sim", "gpio", "relay", "high", **override)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["level"] == "high"
+        assert result.stderr.startswith("agent sim: cannot read") and result.stderr.count("\n") == 1
+        # without the override: the default socket, where no agent runs here
+        for args in (["status"], ["sim", "gpio", "relay", "high"]):
+            result = run(*args)
+            assert result.returncode == 3, result.stderr
+            assert "using the default control socket /run/store-edge-agent/control.sock" in (
+                result.stderr)
+            assert "configuration error" not in result.stderr
+        agent.stop()
 
 
 def test_client_certificate_is_required_and_used(tmp_path, agents):

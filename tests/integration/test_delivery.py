@@ -30,6 +30,7 @@ def test_replay_delivers_n_valid_envelopes_in_seq_order(tmp_path, broker, subscr
     agent.start()
     wait_until(lambda: len(replayed(subscriber)) >= 300, 20, "300 replayed events")
     assert agent.stop() == 0
+    subscriber.sync()  # agent.stopping and the offline availability, published while stopping
 
     events = subscriber.events()
     seqs = [e["seq"] for e in events]

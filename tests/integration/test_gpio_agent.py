@@ -129,6 +129,7 @@ def test_agent_sim_drives_a_simulated_exit_end_to_end(tmp_path, broker, subscrib
     assert "simulates open, close" in bad.stderr
 
     assert agent.stop() == 0
+    subscriber.sync()  # the output's last state, published while stopping
     final = retained_state(subscriber, "exit1-testtag")
     assert final["output"] == "off"
     assert final["last_action"]["reason"] == "stop"

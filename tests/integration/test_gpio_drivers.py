@@ -232,7 +232,9 @@ async def test_a_wired_output_drives_its_input_whatever_started_first(tmp_path):
             await inp.wait_state(lambda s: s.get("active") is False)
             await out.driver.action("pulse", {"for": 0.2})
             await inp.wait_for("eas.alarm")
-            await out.driver.simulate("unwire", {})
+            await out.driver.simulate("unwire", {})  # during the pulse: the relay lets go
+            released = await inp.wait_state(lambda s: s.get("changes") == 3)  # off, pulse, cut
+            assert released["active"] is False
             await out.driver.action("pulse", {"for": 0.1})
             await out.wait_state(lambda s: s.get("last_action", {}).get("action") == "pulse_end")
             await asyncio.sleep(0.1)

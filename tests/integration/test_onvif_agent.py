@@ -102,6 +102,8 @@ def test_wrong_password_is_offline_auth_and_agent_keeps_running(tmp_path, broker
     assert "Sender not Authorized" in state(subscriber, "cam1")["last_error"]
     before = len(subscriber.events("door.opened"))
     subscriber.wait_events(before + 2, "door.opened")  # the rest of the store carries on
+    # refused twice in a row: from then on it waits auth_retry (1 h)
+    wait_until(lambda: "retrying in 3600.0 s" in agent.output(), 10, "the second refusal")
     failures = cam.camera.auth_failures
     time.sleep(1.0)
     assert cam.camera.auth_failures == failures, "after two refusals it waits auth_retry"
@@ -149,6 +151,7 @@ def test_snapshot_on_eas_alarm_at_the_camera_exit(tmp_path, broker, subscriber, 
     assert snap["data"]["bytes"] == len(image)
     assert Path(snap["data"]["path"]).is_relative_to(tmp_path / "data" / "devices" / "cam1")
     assert agent.stop() == 0
+    subscriber.sync()
     assert len(subscriber.events("camera.snapshot")) == 1
 
 

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support import AGENT_BIN, agent_config, free_port, wait_until, write_jsonl
+from support import AGENT_BIN, agent_config, metrics_port, wait_until, write_jsonl
 
 from agent.testing import write_config
 
@@ -70,11 +70,10 @@ def _agent_child(tracer: int) -> int | None:
 def test_every_system_call_of_a_running_agent_passes_the_units_filter(tmp_path, broker):
     rec = write_jsonl(tmp_path / "rec.jsonl", [{"type": "eas.alarm", "data": {"direction": "out"}},
                                                 {"type": "door.opened", "data": {}}])
-    port = free_port()
     config = write_config(tmp_path / "agent.toml", agent_config(
         tmp_path, broker, {"replay1": {"driver": "replay", "file": str(rec), "rate": 100,
                                        "loop": True, "count": 100}},
-        metrics={"listen": f"127.0.0.1:{port}"}))
+        metrics={"listen": "127.0.0.1:0"}))
     trace = tmp_path / "trace"
     log = (tmp_path / "agent.log").open("w")
     tracer = subprocess.Popen(["strace", "-f", "-qq", "-o", str(trace), AGENT_BIN, "--config",
@@ -83,6 +82,8 @@ def test_every_system_call_of_a_running_agent_passes_the_units_filter(tmp_path, 
         agent_pid = wait_until(lambda: _agent_child(tracer.pid), 10, "the agent under strace")
         wait_until(lambda: "driver finished" in (tmp_path / "agent.log").read_text(), 30,
                    "the replay to finish")
+        port = wait_until(lambda: metrics_port((tmp_path / "agent.log").read_text()), 10,
+                          "the metrics port in the log")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
             assert b"store_edge_agent_events_published_total" in reply.read()
         status = subprocess.run([AGENT_BIN, "--config", str(config), "status"],

@@ -17,7 +17,7 @@ from support import (
     NotifySocket,
     Subscriber,
     agent_config,
-    free_port,
+    metrics_port,
     wait_until,
     write_jsonl,
 )
@@ -159,13 +159,13 @@ def metric(samples: dict, name: str, **labels: str) -> float | None:
 
 
 def test_metrics_scrape_of_a_running_agent(tmp_path, broker, agents, subscriber):
-    port = free_port()
     types = ("eas.alarm", "door.opened", "eas.people_count")
     agent = AgentProcess(tmp_path / "a", agent_config(
         tmp_path, broker, replay(tmp_path, count=30, types=types),
-        metrics={"listen": f"127.0.0.1:{port}"}))
+        metrics={"listen": "127.0.0.1:0"}))
     agents.append(agent)
     agent.start(wait_connected=True)
+    port = wait_until(lambda: metrics_port(agent.output()), 10, "the metrics port in the log")
     subscriber.wait_events(10, "eas.people_count")
     wait_until(lambda: metric(_scrape(port), "events_published_total", device="replay1",
                               type="eas.people_count") == 10, 10, "published counts")
@@ -212,12 +212,12 @@ def dropped(samples: dict) -> float:
 
 def test_dropped_events_are_counted_by_device_and_type(tmp_path, broker, agents):
     broker.stop()  # everything stays in a buffer far too small for it
-    port = free_port()
     agent = AgentProcess(tmp_path / "a", agent_config(
         tmp_path, broker, replay(tmp_path, count=400, types=("eas.people_count", "eas.alarm")),
-        buffer={"max_bytes": "40kB"}, metrics={"listen": f"127.0.0.1:{port}"}))
+        buffer={"max_bytes": "40kB"}, metrics={"listen": "127.0.0.1:0"}))
     agents.append(agent)
     agent.start()
+    port = wait_until(lambda: metrics_port(agent.output()), 10, "the metrics port in the log")
     wait_until(lambda: "driver finished" in agent.output(), 20, "the replay to finish")
 
     def dropped_agree() -> bool:  # the status and the metrics count the same drops

@@ -58,6 +58,7 @@ def test_every_key_is_in_the_example(section, model):
 @pytest.mark.parametrize(("listen", "address"), [
     ("127.0.0.1:9108", ("127.0.0.1", 9108)),
     ("[::1]:9108", ("::1", 9108)),
+    ("127.0.0.1:0", ("127.0.0.1", 0)),  # any free port
     ("", None),
 ])
 def test_metrics_listen_accepts_host_and_port(tmp_path, listen, address):
