@@ -50,6 +50,12 @@ def _control_socket(args: argparse.Namespace) -> Path:
     return sock
 
 
+def _refused(args: argparse.Namespace, err: Exception, code: int) -> int:
+    """Say why ``agent <command>`` could not do its job, on stderr; return the exit code."""
+    print(f"agent {args.command}: {err}", file=sys.stderr)
+    return code
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from agent import logs
     from agent.runtime import Agent
@@ -193,8 +199,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         reply = control.call(sock, "status", timeout=10)
     except ControlError as err:
-        print(f"agent status: {err}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return _refused(args, err, EXIT_UNREACHABLE)
     status = reply["agent"]
     print(json.dumps(status, indent=2) if args.json else render_status(status))
     healthy = status["broker"]["connected"] and all(
@@ -235,11 +240,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
         reply = control.call(sock, "sim", kind=args.kind,
                              device=args.device, sim=args.sim, params=params)
     except ControlError as err:
-        print(f"agent sim: {err}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return _refused(args, err, EXIT_UNREACHABLE)
     except CommandError as err:
-        print(f"agent sim: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        return _refused(args, err, EXIT_USAGE)
     print(json.dumps(reply.get("result", {})))
     return EXIT_OK
 
@@ -256,15 +259,22 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     )
     from agent.selftest.report import ProgressPrinter, junit_xml
 
-    config = _load(args)
     out = sys.stderr if args.json else sys.stdout
     show = ProgressPrinter(lambda line: print(line, file=out, flush=True))
-    path = config.settings.agent.control_socket
+    path = _control_socket(args)
     try:
         try:
             reports = run_through_service(path, args.exit, args.walk, show, ask_stdin)["reports"]
             where = "the running agent"
-        except AgentNotRunning:
+        except AgentNotRunning as err:
+            try:
+                config = _load(args)  # in-process needs the whole file, devices included
+            except ConfigError as problem:
+                if not isinstance(problem.__cause__, PermissionError):
+                    raise
+                return _refused(args, ControlError(
+                    f"{err}, and this user cannot run the self-test in-process: "
+                    f"{problem.problems[0]}"), EXIT_UNREACHABLE)
             print(f"agent selftest: no agent service is running ({path}); running the self-test "
                   "in-process", file=sys.stderr, flush=True)
             logs.setup("warning")
@@ -272,11 +282,9 @@ def cmd_selftest(args: argparse.Namespace) -> int:
             reports = run_in_process(config, args.exit, args.walk, operator)
             where = "in-process"
     except ControlError as err:
-        print(f"agent selftest: {err}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return _refused(args, err, EXIT_UNREACHABLE)
     except CommandError as err:
-        print(f"agent selftest: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        return _refused(args, err, EXIT_USAGE)
     except OSError as err:
         print(f"agent selftest: cannot run the self-test in-process: {err}", file=sys.stderr)
         return EXIT_UNREACHABLE

@@ -120,13 +120,17 @@ def test_status_and_sim_use_the_control_socket_when_the_config_is_unreadable(tmp
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["level"] == "high"
         assert result.stderr.startswith("agent sim: cannot read") and result.stderr.count("\n") == 1
+        result = run("selftest", **override)  # the service answers: it has no exits
+        assert result.returncode == 2, result.stderr
+        assert "agent selftest: no exits are configured" in result.stderr
         # without the override: the default socket, where no agent runs here
-        for args in (["status"], ["sim", "gpio", "relay", "high"]):
+        for args in (["status"], ["sim", "gpio", "relay", "high"], ["selftest"]):
             result = run(*args)
             assert result.returncode == 3, result.stderr
             assert "using the default control socket /run/store-edge-agent/control.sock" in (
                 result.stderr)
             assert "configuration error" not in result.stderr
+        assert "this user cannot run the self-test in-process" in result.stderr
         agent.stop()
 
 
