@@ -37,6 +37,9 @@ class SelftestSchedule:
     def start(self) -> None:
         if not self.exits:
             return
+        # Our own lines say what matters (scheduled, postponed, the result); APScheduler's
+        # "Running job"/"executed successfully" would repeat them at INFO on every run.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
         scheduler = AsyncIOScheduler()  # the system's local time zone, as cron has it
         for name, ex in self.exits.items():
             scheduler.add_job(self._due, cron_trigger(str(ex.schedule), scheduler.timezone),
