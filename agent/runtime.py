@@ -230,13 +230,16 @@ class Agent:
                 for d in self.drivers
             },
             "last_selftest": self.selftests.summary(),
-            "selftest_schedule": {
-                name: {"schedule": ex.schedule, "next": self.schedule.next_runs().get(name),
+            "selftest_schedule": self._schedule_status(),
+        }
+
+    def _schedule_status(self) -> dict[str, Any]:
+        """Each scheduled exit: its cron, the next run, a postponement in force."""
+        upcoming = self.schedule.next_runs()
+        return {name: {"schedule": ex.schedule, "next": upcoming.get(name),
                        **({"postponed": self.schedule.postponed[name]}
                           if name in self.schedule.postponed else {})}
-                for name, ex in self.config.exits.items() if ex.schedule
-            },
-        }
+                for name, ex in self.config.exits.items() if ex.schedule}
 
     def publish_status(self) -> None:
         self.publisher.retain(self.publisher.topics.status, self.status())

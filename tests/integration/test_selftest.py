@@ -64,6 +64,21 @@ def rows(stdout: str) -> dict[str, str]:
     return out
 
 
+def selftest_answered_by(agent: AgentProcess, *sim: str) -> dict[str, str]:
+    """Run `agent selftest`; once its alarm step is printed, `agent sim` the given device (what
+    a real sounder or camera does on its own). The table of a passing run."""
+    proc = subprocess.Popen([AGENT_BIN, "--config", str(agent.config_path), "selftest"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.strip().startswith("alarm"):
+            assert agent.run_cli("sim", *sim).returncode == 0
+    assert proc.wait(30) == 0, "".join(lines) + proc.stderr.read()
+    return rows("".join(lines))
+
+
 def test_test_tag_wired_to_the_pedestal_passes_through_the_running_service(
         tmp_path, broker, subscriber, agents):
     agent = start(tmp_path, agents, config(tmp_path, broker, exit1()))
@@ -171,17 +186,8 @@ def test_a_simulated_camera_that_sees_the_tag_passes(tmp_path, broker, agents):
     devices = exit1(**{"exit1-cam": {"driver": "onvif", "simulate": True, **FAST_CAM}})
     agent = start(tmp_path, agents, config(tmp_path, broker, devices, camera="exit1-cam",
                                            motion_within="5s"))
-    proc = subprocess.Popen([AGENT_BIN, "--config", str(agent.config_path), "selftest"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    lines = []
-    for line in proc.stdout:  # the camera "sees" the tag once the pedestal has alarmed
-        lines.append(line)
-        if line.strip().startswith("alarm"):
-            assert agent.run_cli("sim", "onvif", "exit1-cam", "motion",
-                                 "active=true").returncode == 0
-    assert proc.wait(30) == 0, "".join(lines) + proc.stderr.read()
-    table = rows("".join(lines))
+    # The camera "sees" the tag once the pedestal has alarmed.
+    table = selftest_answered_by(agent, "onvif", "exit1-cam", "motion", "active=true")
     assert table["camera"].startswith("pass") and "camera.motion from exit1-cam" in table["camera"]
     assert agent.stop() == 0
 
@@ -389,16 +395,7 @@ def test_the_sounder_must_answer_the_test_tag(tmp_path, broker, agents):
     agent = start(tmp_path, agents, config(tmp_path, broker, devices, sounder="exit1-sounder",
                                            sounder_within="2s"))
     # A sounder that answers: its feedback line goes active once the pedestal alarmed.
-    proc = subprocess.Popen([AGENT_BIN, "--config", str(agent.config_path), "selftest"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.strip().startswith("alarm"):
-            assert agent.run_cli("sim", "gpio", "exit1-sounder", "pulse").returncode == 0
-    assert proc.wait(30) == 0, "".join(lines) + proc.stderr.read()
-    table = rows("".join(lines))
+    table = selftest_answered_by(agent, "gpio", "exit1-sounder", "pulse")
     assert table["sounder"].startswith("pass") and "exit1-sounder answered" in table["sounder"]
     # A silent sounder fails its step; the alarm step still passes.
     result = agent.run_cli("selftest")
