@@ -50,7 +50,7 @@ def _control_socket(args: argparse.Namespace) -> Path:
     return sock
 
 
-def _refused(args: argparse.Namespace, err: Exception, code: int) -> int:
+def _refused(args: argparse.Namespace, err: Exception | str, code: int) -> int:
     """Say why ``agent <command>`` could not do its job, on stderr; return the exit code."""
     print(f"agent {args.command}: {err}", file=sys.stderr)
     return code
@@ -278,7 +278,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
             print(f"agent selftest: no agent service is running ({path}); running the self-test "
                   "in-process", file=sys.stderr, flush=True)
             logs.setup("warning")
-            operator = ConsoleOperator(show, ask_stdin, interactive=True)
+            operator = ConsoleOperator(show, ask_stdin)
             reports = run_in_process(config, args.exit, args.walk, operator)
             where = "in-process"
     except ControlError as err:
@@ -286,8 +286,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     except CommandError as err:
         return _refused(args, err, EXIT_USAGE)
     except OSError as err:
-        print(f"agent selftest: cannot run the self-test in-process: {err}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return _refused(args, f"cannot run the self-test in-process: {err}", EXIT_UNREACHABLE)
     if args.junit:
         Path(args.junit).write_text(junit_xml(reports))
     if args.json:

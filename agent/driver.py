@@ -38,10 +38,6 @@ FAULT_HOLD = 300.0
 """Seconds an ``eas.fault`` keeps a device out of its resting state."""
 
 
-def _now() -> float:
-    return time.time()
-
-
 class DriverConfig(BaseModel):
     """Base of a driver's ``[devices.<id>]`` model. Unknown keys are errors."""
 
@@ -248,7 +244,7 @@ class Driver:
         detail = str(data.get("reason") or data.get("kind") or "")
         with self._lock:
             if active:
-                self._conditions[kind] = (at or _now(), f"({detail})" if detail else "")
+                self._conditions[kind] = (at or time.time(), f"({detail})" if detail else "")
             else:
                 self._conditions.pop(kind, None)
 

@@ -91,9 +91,9 @@ class Agent:
 
     async def run(self) -> int:
         """Run the service until SIGTERM/SIGINT or ``request_stop()``; returns the exit code."""
-        self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            self._loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(sig, self._stop.set)
         await self.start()
         await self._stop.wait()
         await self.stop()

@@ -60,10 +60,11 @@ def run_through_service(path: Path, exit_name: str | None, walk: bool, show: Sho
 class ConsoleOperator:
     """A technician at this terminal (in-process runs)."""
 
-    def __init__(self, show: Show, ask: Ask, *, interactive: bool) -> None:
+    interactive = True
+
+    def __init__(self, show: Show, ask: Ask) -> None:
         self._show = show
         self._ask = ask
-        self.interactive = interactive
 
     async def show(self, item: dict[str, Any]) -> None:
         self._show(item)

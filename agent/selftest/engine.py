@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.driver import ActionError, HealthCheck
 from agent.events import rfc3339, uuid7
+from agent.files import write_atomic
 
 if TYPE_CHECKING:
     from agent.config import ExitSection
@@ -106,11 +107,12 @@ class EventWatch:
                 return None
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
+                # with ``also`` to poll, wake at least every 20 ms
                 await asyncio.wait_for(self._changed.wait(),
-                                       min(remaining, 0.02 if also is not None else remaining))
+                                       remaining if also is None else min(remaining, 0.02))
 
 
-def _is(event_type: str, device: str | None, **data: Any) -> Callable[[dict[str, Any]], bool]:
+def _is(event_type: str, device: str, **data: Any) -> Callable[[dict[str, Any]], bool]:
     def match(env: dict[str, Any]) -> bool:
         return (env["type"] == event_type and env["deviceid"] == device
                 and all(env["data"].get(k) == v for k, v in data.items()))
@@ -123,7 +125,8 @@ def _checks(checks: list[HealthCheck]) -> str:
 
 
 def probe_writable(directory: Path) -> float:
-    """Write, fsync and remove a small file in ``directory``; return the seconds it took.
+    """Write (fsynced, renamed) and remove a small file in ``directory``; return the seconds it
+    took.
 
     Raises:
         OSError: the directory is not writable or the disk refuses the write.
@@ -131,14 +134,25 @@ def probe_writable(directory: Path) -> float:
     started = time.monotonic()
     path = directory / f".selftest-probe-{os.getpid()}"
     try:
-        with path.open("wb") as fh:
-            fh.write(b"self-test probe\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        write_atomic(path, b"self-test probe\n")
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        path.unlink(missing_ok=True)
     return time.monotonic() - started
+
+
+async def rest_report(agent: Agent, roles: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Ask each device of ``roles`` whether it is at rest: (those at rest, those not, with why).
+    A device without a resting state (``at_rest()`` is ``None``) is in neither list."""
+    good: list[str] = []
+    bad: list[str] = []
+    for role, device in roles.items():
+        try:
+            check = await asyncio.wait_for(agent.driver(device).at_rest(), HEALTH_TIMEOUT)
+        except Exception as err:
+            check = HealthCheck("at rest", False, f"{type(err).__name__}: {err}")
+        if check is not None:
+            (good if check.ok else bad).append(f"{role} {device}: {check.detail or check.name}")
+    return good, bad
 
 
 class ExitSelftest:
@@ -289,31 +303,18 @@ class ExitSelftest:
 
     # -- 3. resting state -----------------------------------------------------------------------
 
-    async def _at_rest(self) -> tuple[list[str], list[str], int]:
-        """(devices at rest, devices not at rest with why, how many could tell)."""
-        good: list[str] = []
-        bad: list[str] = []
-        told = 0
-        for role, device in self.roles.items():
-            try:
-                check = await asyncio.wait_for(self.agent.driver(device).at_rest(),
-                                               HEALTH_TIMEOUT)
-            except Exception as err:
-                check = HealthCheck("at rest", False, f"{type(err).__name__}: {err}")
-            if check is None:
-                continue
-            told += 1
-            line = f"{role} {device}: {check.detail or check.name}"
-            (good if check.ok else bad).append(line)
-        return good, bad, told
-
-    async def not_at_rest(self) -> list[str]:
-        """Why the exit is not at rest now (empty when it is)."""
-        return (await self._at_rest())[1]
+    async def _wait_rest(self, roles: dict[str, str]) -> list[str]:
+        """Wait up to ``SETTLE`` for ``roles`` to be at rest; what is still not, with why."""
+        deadline = time.monotonic() + SETTLE
+        while True:
+            _, bad = await rest_report(self.agent, roles)
+            if not bad or time.monotonic() >= deadline:
+                return bad
+            await asyncio.sleep(0.05)
 
     async def _rest(self) -> bool:
-        good, bad, told = await self._at_rest()
-        if not told:
+        good, bad = await rest_report(self.agent, self.roles)
+        if not good and not bad:
             await self._step("rest", "skip", "no device at this exit reports a resting state")
             return True
         if bad:
@@ -433,7 +434,7 @@ class ExitSelftest:
             await self._step("walk", "skip", "no eas device at this exit to expect alarms from")
         else:
             for height in HEIGHTS:
-                await self._settle(eas)
+                await self._wait_rest({"eas": eas})  # the last alarm released
                 t0 = await self._prompt(f"Carry the test tag out through the exit at "
                                         f"{height.upper()} height now ({window:g} s).")
                 seen = await self._watch.wait_for(_is("eas.alarm", eas), after=t0,
@@ -456,16 +457,6 @@ class ExitSelftest:
         else:
             await self._step("walk sounder and lights", "fail", "the technician saw no sounder "
                              "or lights: check the pedestal's sounder and lamp")
-
-    async def _settle(self, device: str) -> None:
-        """Wait (briefly) for an alarm input to release before a pass."""
-        drv = self.agent.driver(device)
-        deadline = time.monotonic() + SETTLE
-        while time.monotonic() < deadline:
-            check = await drv.at_rest()
-            if check is None or check.ok:
-                return
-            await asyncio.sleep(0.05)
 
     async def _walk_door(self, door: str, window: float) -> None:
         assert self._watch is not None
@@ -501,12 +492,7 @@ class ExitSelftest:
             if check is not None:
                 (done if check.ok else problems).append(f"{role} {device}: "
                                                         f"{check.detail or check.name}")
-        deadline = time.monotonic() + SETTLE
-        while True:
-            _, bad, _ = await self._at_rest()
-            if not bad or time.monotonic() >= deadline:
-                break
-            await asyncio.sleep(0.05)
+        bad = await self._wait_rest(self.roles)
         if bad:
             await self._step("restore", "fail", f"not back at rest {SETTLE:g} s after the test: "
                              + "; ".join(problems + bad))

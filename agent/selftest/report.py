@@ -8,9 +8,6 @@ from typing import Any
 
 __all__ = ["ProgressPrinter", "junit_xml"]
 
-VERDICT = {"pass": "PASS", "fail": "FAIL", "incomplete": "INCOMPLETE"}
-
-
 def _latency(ms: float | None) -> str:
     if ms is None:
         return ""
@@ -39,7 +36,7 @@ class ProgressPrinter:
             self.write(f"\n  >>> {item['text']}")
         elif kind == "finished":
             report = item["report"]
-            self.write(f"{report['exit']}: {VERDICT.get(report['result'], report['result'])} "
+            self.write(f"{report['exit']}: {report['result'].upper()} "
                        f"({report['summary']}) in {report['duration_ms'] / 1000:.1f} s")
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.commands import CommandError
 from agent.files import write_atomic
-from agent.selftest.engine import ExitSelftest, Operator
+from agent.selftest.engine import ExitSelftest, Operator, rest_report
 
 if TYPE_CHECKING:
     from agent.runtime import Agent
@@ -19,6 +19,8 @@ __all__ = ["QueueOperator", "Selftests", "SilentOperator"]
 
 log = logging.getLogger(__name__)
 
+SUMMARY_KEYS = ("result", "summary", "finished", "trigger", "run_id")
+"""What ``agent status`` shows of an exit's last report."""
 ALARM_QUIET = 60.0
 """A scheduled run waits until the exit's pedestal has not alarmed (for real) this long."""
 
@@ -143,19 +145,20 @@ class Selftests:
         """Why a scheduled run should wait: running, door open, alarm active, recent alarm."""
         if name in self.running:
             return f"a self-test is already running (by {self.running[name]})"
-        test = ExitSelftest(self.agent, name, walk=False, trigger="schedule",
-                            operator=SilentOperator())
-        reasons = await test.not_at_rest()
-        eas = test.roles.get("eas")
+        roles = self.agent.config.exits[name].devices()
+        _, reasons = await rest_report(self.agent, roles)
+        eas = roles.get("eas")
         if eas is not None and time.monotonic() - self._last_alarm.get(eas, -1e9) < ALARM_QUIET:
             reasons.append(f"{eas} alarmed less than {ALARM_QUIET:g} s ago")
         return "; ".join(reasons) or None
 
     def summary(self) -> dict[str, Any]:
         """Per exit: result, summary, when and by what (for ``agent status``)."""
-        return {name: {k: r.get(k) for k in ("result", "summary", "finished", "trigger",
-                                             "run_id")} | ({"running": self.running[name]}
-                                                           if name in self.running else {})
-                for name, r in sorted(self.last.items())} | {
-            name: {"running": by} for name, by in self.running.items() if name not in self.last}
+        out: dict[str, Any] = {}
+        for name in sorted(set(self.last) | set(self.running)):
+            report = self.last.get(name, {})
+            out[name] = {k: report[k] for k in SUMMARY_KEYS if k in report}
+            if name in self.running:
+                out[name]["running"] = self.running[name]
+        return out
 
