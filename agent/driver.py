@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from agent.errors import AgentError
+from agent.units import format_clock
 
 if TYPE_CHECKING:
     from agent.config import Settings
@@ -196,8 +197,8 @@ class Driver:
         for kind, (since, detail) in sorted(reported.items()):
             if kind == "fault" and now - since > FAULT_HOLD:
                 continue
-            when = time.strftime("%H:%M:%S", time.localtime(since))
-            active.append(f"{kind}{' ' + detail if detail else ''} reported at {when}")
+            active.append(f"{kind}{' ' + detail if detail else ''} reported at "
+                          f"{format_clock(since)}")
         return active
 
     async def action(self, name: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""Durations and sizes as people write them in config files: ``500ms``, ``3s``, ``7d``, ``256MiB``."""
+"""Durations and sizes as people write them in config files (``500ms``, ``3s``, ``7d``,
+``256MiB``), and as the agent prints them back, with times of day."""
 
 from __future__ import annotations
 
 import re
+import time
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator
@@ -90,3 +92,8 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 Size = Annotated[int, BeforeValidator(parse_size)]
 """A config field in bytes that also accepts strings such as ``'256MiB'``."""
+
+
+def format_clock(epoch: float) -> str:
+    """A moment as a technician reads it in a detail line: local time of day, ``06:01:02``."""
+    return time.strftime("%H:%M:%S", time.localtime(epoch))

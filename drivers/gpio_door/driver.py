@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from agent.driver import ActionError, Conformance, HealthCheck
+from agent.units import format_clock
 from drivers.gpio_common import simulator
 from drivers.gpio_common.debounce import Change
 from drivers.gpio_common.device import NO_GPIO_LIBRARY, GpioDriver
@@ -146,8 +147,8 @@ class GpioDoorDriver(GpioDriver):
             return HealthCheck("door closed", False, "the door contact is not being read")
         if not logic.is_open:
             return HealthCheck("door closed", True, "closed")
-        since = time.strftime("%H:%M:%S", time.localtime(epoch_of(logic.since)))
-        return HealthCheck("door closed", False, f"the door is open (since {since})")
+        return HealthCheck("door closed", False,
+                           f"the door is open (since {format_clock(epoch_of(logic.since))})")
 
     async def simulate(self, command: str, params: dict[str, Any]) -> dict[str, Any]:
         """``open``/``close`` the door, ``high``/``low`` its contact pin, ``pulse`` it open for

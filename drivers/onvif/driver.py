@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.backoff import Backoff
 from agent.driver import ActionError, Conformance, Driver, HealthCheck
+from agent.units import format_clock
 from drivers.onvif.config import OnvifConfig
 from drivers.onvif.mapping import EventMapper, parse_bool
 from drivers.onvif.snapshots import SnapshotStore, is_trigger
@@ -317,8 +318,7 @@ class OnvifDriver(Driver):
             HealthCheck("clock offset", offset is not None and abs(offset) < self.config.clock_warn,
                         "unknown" if offset is None else f"{offset:+.1f} s"),
             HealthCheck("event subscription", live and recent,
-                        "renewed, runs until " + time.strftime(
-                            "%H:%M:%S", time.localtime(cam.terminates))
+                        f"live until {format_clock(cam.terminates)}"
                         if live and cam and cam.terminates else "none"),
         ]
 
