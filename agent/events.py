@@ -155,6 +155,8 @@ CATALOGUE: dict[str, type[_Data]] = {
 
 # Priority when the buffer is full: lowest is dropped first (DESIGN.md "Durability").
 PRIORITY_TELEMETRY, PRIORITY_NORMAL, PRIORITY_FAULT, PRIORITY_ALARM = 0, 1, 2, 3
+PRIORITIES = range(PRIORITY_TELEMETRY, PRIORITY_ALARM + 1)
+"""Lowest first: the order in which a full buffer (or hold) drops."""
 _PRIORITY = {
     "eas.people_count": PRIORITY_TELEMETRY,
     "eas.fault": PRIORITY_FAULT,
