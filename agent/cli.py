@@ -58,11 +58,15 @@ def _refused(args: argparse.Namespace, err: Exception | str, code: int) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from agent import logs
+    from agent.errors import InstanceLocked
     from agent.runtime import Agent
 
     config = _load(args)
     logs.setup(args.log_level or config.settings.agent.log_level)
-    return asyncio.run(Agent(config).run())
+    try:
+        return asyncio.run(Agent(config).run())
+    except InstanceLocked as err:
+        return _refused(args, f"{err}; not starting a second one", EXIT_USAGE)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -250,7 +254,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 def cmd_selftest(args: argparse.Namespace) -> int:
     from agent import logs
     from agent.commands import CommandError
-    from agent.errors import AgentNotRunning, ControlError
+    from agent.errors import AgentNotRunning, ControlError, InstanceLocked
     from agent.selftest.console import (
         ConsoleOperator,
         ask_stdin,
@@ -275,11 +279,19 @@ def cmd_selftest(args: argparse.Namespace) -> int:
                 return _refused(args, ControlError(
                     f"{err}, and this user cannot run the self-test in-process: "
                     f"{problem.problems[0]}"), EXIT_UNREACHABLE)
-            print(f"agent selftest: no agent service is running ({path}); running the self-test "
-                  "in-process", file=sys.stderr, flush=True)
             logs.setup("warning")
             operator = ConsoleOperator(show, ask_stdin)
-            reports = run_in_process(config, args.exit, args.walk, operator)
+            try:
+                reports = run_in_process(config, args.exit, args.walk, operator, announce=lambda: (
+                    print(f"agent selftest: no agent service is running ({path}); running the "
+                          "self-test in-process", file=sys.stderr, flush=True)))
+            except InstanceLocked as locked:
+                # No answer on the socket, yet an agent holds the data_dir: its buffer and
+                # devices are not ours to open.
+                return _refused(args, f"{locked}, but its control socket cannot be reached: "
+                                f"{err}. Not running the self-test in-process beside it: check "
+                                "that agent's [agent] control_socket, or stop it first",
+                                EXIT_UNREACHABLE)
             where = "in-process"
     except ControlError as err:
         return _refused(args, err, EXIT_UNREACHABLE)

@@ -16,6 +16,7 @@ from agent.commands import CommandError, Commands, parse_request
 from agent.config import Config
 from agent.control import ANSWERS_KEY, PROGRESS_KEY, ControlServer
 from agent.driver import ActionError, Driver
+from agent.instance import InstanceLock
 from agent.metrics import Metrics
 from agent.pipeline import Pipeline
 from agent.publisher import Publisher
@@ -42,6 +43,8 @@ class Agent:
         control socket, metrics, schedule or lifecycle events."""
         settings = config.settings
         self.started_at = time.time()
+        self.instance = InstanceLock(settings.agent.data_dir,
+                                     role="agent run" if service else "agent selftest")
         self.buffer = Buffer(
             settings.agent.data_dir / "buffer.db",
             max_bytes=settings.buffer.max_bytes,
@@ -100,10 +103,17 @@ class Agent:
         return 0
 
     async def start(self) -> None:
-        """Open the buffer, connect, start the drivers; as the service (``service=True``) also
-        the control socket, metrics, systemd notification, the schedule and lifecycle events."""
+        """Lock the data_dir, open the buffer, connect, start the drivers; as the service
+        (``service=True``) also the control socket, metrics, systemd notification, the schedule
+        and lifecycle events.
+
+        Raises:
+            InstanceLocked: another agent (or in-process self-test) runs on this data_dir;
+                nothing was started.
+        """
         self._loop = asyncio.get_running_loop()
         settings = self.config.settings
+        self.instance.acquire()
         self.buffer.open()
         self.pipeline.start()
         if self.buffer.reset_report is not None:
@@ -171,6 +181,7 @@ class Agent:
         if self._metrics is not None:
             self._metrics.stop()
         self.buffer.close()
+        self.instance.release()
         log.info("stopped")
 
     async def _status_loop(self) -> None:
