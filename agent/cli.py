@@ -29,12 +29,16 @@ def _load(args: argparse.Namespace) -> Config:
 def _control_socket(args: argparse.Namespace) -> Path:
     """The running agent's control socket, for the commands that only need that.
 
-    A user outside the service's group may not read the config file (mode 0640); then the
-    socket is ``AGENT_AGENT__CONTROL_SOCKET`` or the default, said in one line on stderr, and
-    the socket's own errors (exit 3) tell whether the agent can be reached.
+    Only the sections are read: a device table broken since the agent started (and refused by
+    its reload) must not hide the running agent. A user outside the service's group may not
+    read the config file (mode 0640); then the socket is ``AGENT_AGENT__CONTROL_SOCKET`` or
+    the default, said in one line on stderr, and the socket's own errors (exit 3) tell whether
+    the agent can be reached.
     """
+    from agent.config import load_settings
+
     try:
-        return _load(args).settings.agent.control_socket
+        return load_settings(config_path(args.config)).agent.control_socket
     except ConfigError as err:
         if not isinstance(err.__cause__, PermissionError):
             raise
