@@ -292,10 +292,13 @@ def cmd_selftest(args: argparse.Namespace) -> int:
             except InstanceLocked as locked:
                 # No answer on the socket, yet an agent holds the data_dir: its buffer and
                 # devices are not ours to open.
-                return _refused(args, f"{locked}, but its control socket cannot be reached: "
-                                f"{err}. Not running the self-test in-process beside it: check "
-                                "that agent's [agent] control_socket, or stop it first",
-                                EXIT_UNREACHABLE)
+                if locked.role == "agent selftest":
+                    why = "wait until that self-test has finished"
+                else:
+                    why = (f"its control socket cannot be reached: {err}. Not running the "
+                           "self-test in-process beside it: check that agent's [agent] "
+                           "control_socket, or stop it first")
+                return _refused(args, f"{locked}; {why}", EXIT_UNREACHABLE)
             where = "in-process"
     except ControlError as err:
         return _refused(args, err, EXIT_UNREACHABLE)

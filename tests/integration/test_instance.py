@@ -83,7 +83,7 @@ def test_in_process_selftest_refuses_a_data_dir_held_by_an_unreachable_agent(
     assert result.returncode == 3, result.stdout + result.stderr
     data_dir = cfg["agent"]["data_dir"]
     assert f"data_dir {data_dir} is in use by PID {agent.proc.pid} (agent run)" in result.stderr
-    assert f"its control socket cannot be reached: the agent is not running (no control " \
+    assert f"; its control socket cannot be reached: the agent is not running (no control " \
            f"socket at {elsewhere})" in result.stderr
     assert "Not running the self-test in-process" in result.stderr
     assert "no agent service is running" not in result.stderr
@@ -109,9 +109,15 @@ def test_agent_run_is_refused_while_an_in_process_selftest_holds_the_data_dir(tm
                    30, "the in-process self-test to start")
         result = subprocess.run([AGENT_BIN, "--config", str(path), "run"], capture_output=True,
                                 text=True, timeout=30)
+        second = subprocess.run([AGENT_BIN, "--config", str(path), "selftest"],
+                                capture_output=True, text=True, timeout=30)
     finally:
         selftest.kill()
         selftest.communicate()
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"data_dir {cfg['agent']['data_dir']} is in use by PID {selftest.pid} " \
            "(agent selftest)" in result.stderr
+    # A second technician's in-process run waits its turn.
+    assert second.returncode == 3, second.stdout + second.stderr
+    assert f"is in use by PID {selftest.pid} (agent selftest): one agent per data_dir; wait " \
+           "until that self-test has finished" in second.stderr
