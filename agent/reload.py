@@ -25,8 +25,10 @@ __all__ = ["RESTART_ONLY", "Changes", "diff", "effective", "reload"]
 
 log = logging.getLogger(__name__)
 
-RESTART_ONLY = {"agent": ("store_id", "data_dir", "control_socket"), "buffer": ("synchronous",)}
-"""Keys a running agent cannot change: its identity, its files and the buffer's open mode."""
+RESTART_ONLY = {"agent": ("store_id", "data_dir", "control_socket"),
+                "buffer": ("synchronous", "hold_max", "reserve")}
+"""Keys a running agent cannot change: its identity, its files, how the buffer was opened and
+sized its hold and disk reserve."""
 SECTIONS = ("agent", "gpio", "mqtt", "buffer", "metrics")
 """Sections compared as a whole; ``devices`` and ``exits`` are compared table by table."""
 REMOVED = "removed from the configuration"

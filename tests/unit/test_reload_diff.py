@@ -37,10 +37,10 @@ def test_moving_a_device_into_an_exit_restarts_it_and_names_both(tmp_path):
 def test_restart_only_keys_keep_their_running_values(tmp_path):
     old = config(tmp_path, "old")
     new = config(tmp_path, "new", agent={"store_id": "t2", "data_dir": str(tmp_path / "x")},
-                 buffer={"synchronous": "normal", "max_age": "1d"})
+                 buffer={"synchronous": "normal", "max_age": "1d", "hold_max": 200})
     changes = diff(old, new)
     assert set(changes.restart_only) == {"agent.store_id", "agent.data_dir",
-                                         "buffer.synchronous"}
+                                         "buffer.synchronous", "buffer.hold_max"}
     running = effective(old, new)
     assert running.settings.agent.store_id == "t1"
     assert running.settings.agent.data_dir == tmp_path / "data"
