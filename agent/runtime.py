@@ -72,6 +72,7 @@ class Agent:
         self.publish_rate = RateMeter()
         self._stop = asyncio.Event()
         self._stopping = False
+        self._started = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._reloads: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -134,6 +135,7 @@ class Agent:
     async def _reload(self) -> None:
         from agent.reload import reload
 
+        await self._started.wait()  # a SIGHUP during start-up applies once everything runs
         async with self._reload_lock:
             if self._stopping:
                 return
@@ -209,6 +211,7 @@ class Agent:
             self._watch.start()
             self._tasks = [asyncio.create_task(self._status_loop(), name="status"),
                            asyncio.create_task(self._clock_loop(), name="clock")]
+        self._started.set()
 
     async def wait_online(self, devices: set[str], timeout: float) -> bool:
         """Wait until every driver of ``devices`` reports online (or ``timeout``)."""
