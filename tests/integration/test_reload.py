@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from support import AgentProcess, Broker, Subscriber, agent_config, wait_until
+from support import AgentProcess, Broker, Subscriber, agent_config, wait_until, write_jsonl
 
 from agent.testing import write_config
 
@@ -191,12 +191,13 @@ def test_a_changed_schedule_is_applied_without_restarting_the_exit(
 
 
 def test_a_smaller_buffer_applies_at_once(tmp_path, broker, subscriber, agents):
-    cfg = agent_config(tmp_path, broker, {"door": DOOR})
-    agent = start(tmp_path, agents, cfg, subscriber)
-    broker.stop()  # events stay in the buffer
-    for _ in range(10):
-        sim(agent, "door", "open")
-        sim(agent, "door", "close")
+    feed = write_jsonl(tmp_path / "feed.jsonl", [{"type": "door.opened"}] * 20)
+    cfg = agent_config(tmp_path, broker, {"feed": {"driver": "replay", "file": str(feed),
+                                                   "rate": 0, "start_delay": "2s"}})
+    agent = AgentProcess(tmp_path / "a", cfg)
+    agents.append(agent)
+    agent.start(wait_connected=True)
+    broker.stop()  # before the feed starts: its events stay in the buffer
     before = wait_until(lambda: (s := status(agent)["buffer"])["depth"] >= 20 and s, 10,
                         "20 events buffered")
     assert not before["dropped"] and before["bytes"] > 4 * 1024
