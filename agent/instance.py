@@ -9,13 +9,17 @@ PID and what it runs, so the one refused can say who holds it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import logging
 import os
 from pathlib import Path
 
 from agent.errors import InstanceLocked
 
 __all__ = ["LOCK_NAME", "InstanceLock"]
+
+log = logging.getLogger(__name__)
 
 LOCK_NAME = "agent.lock"
 
@@ -40,7 +44,14 @@ class InstanceLock:
         if self._fd is not None:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        except OSError as err:
+            if err.errno != errno.EROFS:
+                raise
+            # A read-only filesystem is a storage fault the agent runs through (the buffer
+            # holds events in memory); a lock needs no write access.
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -50,9 +61,13 @@ class InstanceLock:
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n{self.role}\n".encode(), 0)
         self._fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n{self.role}\n".encode(), 0)
+        except OSError as err:  # a full disk: the lock holds, only who holds it goes unsaid
+            log.warning("data_dir %s locked, but the PID could not be written into %s: %s",
+                        self.data_dir, self.path, err.strerror)
 
     def release(self) -> None:
         """Give the lock up (the file stays: removing it would race with the next holder)."""
