@@ -285,10 +285,14 @@ def cmd_selftest(args: argparse.Namespace) -> int:
                     f"{problem.problems[0]}"), EXIT_UNREACHABLE)
             logs.setup("warning")
             operator = ConsoleOperator(show, ask_stdin)
+
+            def announce() -> None:
+                print(f"agent selftest: no agent service is running ({path}); running the "
+                      "self-test in-process", file=sys.stderr, flush=True)
+
             try:
-                reports = run_in_process(config, args.exit, args.walk, operator, announce=lambda: (
-                    print(f"agent selftest: no agent service is running ({path}); running the "
-                          "self-test in-process", file=sys.stderr, flush=True)))
+                reports = run_in_process(config, args.exit, args.walk, operator,
+                                         announce=announce)
             except InstanceLocked as locked:
                 # No answer on the socket, yet an agent holds the data_dir: its buffer and
                 # devices are not ours to open.
