@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import sqlite3
 import threading
@@ -435,11 +436,15 @@ class Buffer:
         db.execute("BEGIN IMMEDIATE")
         try:
             if acked:
+                # One statement text whatever the number of seqs: an IN list of N placeholders
+                # would be a new prepared statement for every N, each cached (tens of MiB).
+                seqs = json.dumps(acked)
                 freed = db.execute(
-                    f"SELECT count(*), coalesce(sum(length(payload)),0) FROM events "  # noqa: S608
-                    f"WHERE seq IN ({','.join('?' * len(acked))})", acked,
+                    "SELECT count(*), coalesce(sum(length(payload)),0) FROM events "
+                    "WHERE seq IN (SELECT value FROM json_each(?))", (seqs,),
                 ).fetchone()
-                db.executemany("DELETE FROM events WHERE seq=?", [(s,) for s in acked])
+                db.execute("DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?))",
+                           (seqs,))
                 depth -= freed[0]
                 size -= freed[1] + freed[0] * ROW_OVERHEAD
             rows = []
