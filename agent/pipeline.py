@@ -385,3 +385,10 @@ class Pipeline:
                     listener(env)
                 except Exception:
                     log.exception("event listener failed")
+
+    def reconfigure(self, config: Config) -> None:
+        """Use a reloaded ``config`` from now on: each device's exit (its events' subject) and
+        the settings drivers read as ``context.settings`` (agent/reload.py)."""
+        self._exit_of = {d.id: d.exit for d in config.devices.values()}
+        self.config = config
+        self.settings = config.settings
