@@ -51,7 +51,10 @@ CREATE TABLE IF NOT EXISTS events (
     payload BLOB NOT NULL
 );
 DROP INDEX IF EXISTS events_by_priority;
+CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
 """
+_INSERT = "INSERT INTO events (seq, priority, created, device, type, payload) VALUES (?,?,?,?,?,?)"
+"""Columns named: a buffer has a ``published`` column too (outputs, agent/outputs)."""
 
 
 @dataclass
@@ -124,6 +127,38 @@ def _ranges(seqs: list[int]) -> list[list[int]]:
     return out
 
 
+@dataclass(frozen=True)
+class _Moves:
+    """What one transaction records besides new events."""
+
+    acked: list[int]
+    cursors: dict[str, int]
+    drop: list[int]
+
+
+@dataclass(frozen=True)
+class _Removed:
+    count: int
+    bytes: int
+
+    def __add__(self, other: _Removed) -> _Removed:
+        return _Removed(self.count + other.count, self.bytes + other.bytes)
+
+
+def _remove(db: sqlite3.Connection, where: str, *params: Any) -> _Removed:
+    """Delete the events ``where`` says; returns how many and their payload bytes.
+
+    ``where`` is always a constant of this module; values go in ``params``.
+    """
+    count, size = db.execute(
+        f"SELECT count(*), coalesce(sum(length(payload)),0) FROM events WHERE {where}",  # noqa: S608
+        params,
+    ).fetchone()
+    if count:
+        db.execute(f"DELETE FROM events WHERE {where}", params)  # noqa: S608
+    return _Removed(int(count), int(size))
+
+
 class Buffer:
     """The SQLite buffer. Writes come from one thread; ``fetch`` may run on another.
 
@@ -144,6 +179,7 @@ class Buffer:
         synchronous: str = "full",
         reserve_bytes: int = 0,
         on_dropped: DroppedFactory,
+        outputs: Iterable[str] = (),
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes
@@ -166,6 +202,15 @@ class Buffer:
         """Set by ``open()`` (or a commit that found the file corrupt) when seqs were lost;
         the caller emits it and sets it back to None."""
         self.moved_to: Path | None = None
+        self.outputs = tuple(sorted(set(outputs)))
+        """Names of the configured outputs (``[outputs.<name>]``): each has a cursor, and an
+        event the broker acknowledged stays (marked published) until every cursor passed it."""
+        self.cursors: dict[str, int] = {}
+        """Output name -> the last seq it delivered or skipped (as committed)."""
+        self._horizon = 0
+        """min(cursors): published events up to here are deleted."""
+        self._floor = 0
+        """Every event up to this seq is published (or gone): the publisher reads above it."""
 
     # -- opening and recovery ------------------------------------------------------------
 
@@ -197,6 +242,7 @@ class Buffer:
                     raise fault from err
                 corrupt = self._reset(str(fault or f"{type(err).__name__}: {err}"))
             self._account_for(last, corrupt)
+            self._load_cursors()
             self.ledger.start(self._next_seq - 1, self._boot)
         except OSError as err:
             self._close_db()
@@ -220,6 +266,9 @@ class Buffer:
             if check != "ok":
                 raise StorageCorrupt(f"quick_check: {check}")
             db.executescript(_SCHEMA)
+            columns = {r[1] for r in db.execute("PRAGMA table_info(events)")}
+            if "published" not in columns:
+                db.execute("ALTER TABLE events ADD COLUMN published INTEGER NOT NULL DEFAULT 0")
             row = db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
             self._next_seq = max(int(row[0]) if row else 1, 1)
             depth, size, max_seq = db.execute(
@@ -308,8 +357,8 @@ class Buffer:
                         "SELECT seq, priority, created, device, type, payload FROM events "
                         "WHERE seq > ? ORDER BY seq", (after,))
                     while rows := cursor.fetchmany(500):
-                        self._db.executemany("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?)",
-                                             rows)
+                        self._db.executemany(
+                            _INSERT.replace("INSERT", "INSERT OR IGNORE", 1), rows)
                         saved += len(rows)
                         after = rows[-1][0]
                     break
@@ -328,9 +377,14 @@ class Buffer:
     # -- writing ---------------------------------------------------------------------------
 
     def commit(
-        self, batch: list[Pending], acked: Iterable[int] = ()
+        self, batch: list[Pending], acked: Iterable[int] = (), *,
+        cursors: dict[str, int] | None = None, drop: Iterable[int] = (),
     ) -> tuple[list[dict[str, Any]], list[Dropped]]:
-        """Commit ``batch`` and delete ``acked`` seqs in one transaction (one fsync).
+        """Commit ``batch``, the broker's ``acked`` seqs and the outputs' ``cursors`` in one
+        transaction (one fsync); ``drop`` seqs are deleted whoever still wants them.
+
+        Without outputs an acked event is deleted; with outputs it is marked published and
+        deleted once every output's cursor has passed it.
 
         Returns the committed envelopes (with ``seq``), including any ``agent.events_dropped``
         report, and what capacity enforcement dropped. A file found corrupt is moved aside
@@ -349,8 +403,9 @@ class Buffer:
                     f"the disk is full: no room for the {self.reserve.size}-byte reserve that "
                     "deleting published events needs (buffer.reserve)")
         acked = list(acked)
+        moves = _Moves(acked, dict(cursors or {}), list(drop))
         try:
-            result = self._commit(batch, acked)
+            result = self._commit(batch, moves)
         except (sqlite3.Error, OSError) as err:
             fault = classify(err)
             if isinstance(fault, StorageUnavailable):
@@ -358,7 +413,7 @@ class Buffer:
                 # checkpoint, and if that worked try once more.
                 try:
                     self._checkpoint()
-                    result = self._commit(batch, acked)
+                    result = self._commit(batch, moves)
                 except (sqlite3.Error, OSError, StorageUnavailable):
                     raise fault from err
                 self._watch_wal()
@@ -367,7 +422,8 @@ class Buffer:
                 raise
             last = LastRun(self._next_seq - 1, True, self._boot, self.ledger.reserved)
             self._account_for(last, self._reset(str(fault)))
-            result = self._commit(batch, [])
+            self._load_cursors()
+            result = self._commit(batch, _Moves([], {}, []))
         self._watch_wal()
         return result
 
@@ -389,7 +445,7 @@ class Buffer:
 
     def _delete(self, seqs: list[int]) -> None:
         try:
-            self._commit([], seqs)
+            self._commit([], _Moves(seqs, {}, []))
         except (sqlite3.Error, OSError) as err:
             raise classify(err) or err from err
         self._checkpoint()
@@ -446,7 +502,7 @@ class Buffer:
             self._blocked = None
 
     def _commit(
-        self, batch: list[Pending], acked: list[int]
+        self, batch: list[Pending], moves: _Moves
     ) -> tuple[list[dict[str, Any]], list[Dropped]]:
         assert self._db is not None
         db = self._db
@@ -454,20 +510,22 @@ class Buffer:
         drops: list[Dropped] = []
         self.ledger.reserve(self._next_seq + len(batch) + 1)
         next_seq, size, depth = self._next_seq, self._bytes, self._depth
+        cursors = {**self.cursors, **moves.cursors}
+        horizon = min(cursors.values()) if self.outputs else 0
         db.execute("BEGIN IMMEDIATE")
         try:
-            if acked:
-                # One statement text whatever the number of seqs: an IN list of N placeholders
-                # would be a new prepared statement for every N, each cached (tens of MiB).
-                seqs = json.dumps(acked)
-                freed = db.execute(
-                    "SELECT count(*), coalesce(sum(length(payload)),0) FROM events "
-                    "WHERE seq IN (SELECT value FROM json_each(?))", (seqs,),
-                ).fetchone()
-                db.execute("DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?))",
-                           (seqs,))
-                depth -= freed[0]
-                size -= freed[1] + freed[0] * ROW_OVERHEAD
+            removed = self._publish(db, moves.acked, horizon)
+            if moves.drop:
+                removed += _remove(db, "seq IN (SELECT value FROM json_each(?))",
+                                   json.dumps(moves.drop))
+            if moves.cursors:
+                db.executemany("INSERT OR REPLACE INTO cursors VALUES (?, ?)",
+                               list(moves.cursors.items()))
+            if horizon > self._horizon:
+                removed += _remove(db, "seq > ? AND seq <= ? AND published = 1",
+                                   self._horizon, horizon)
+            depth -= removed.count
+            size -= removed.bytes + removed.count * ROW_OVERHEAD
             rows = []
             for pending in batch:
                 env = pending.envelope
@@ -478,7 +536,7 @@ class Buffer:
                 committed.append(env)
                 next_seq += 1
                 size += len(payload) + ROW_OVERHEAD
-            db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?)", rows)
+            db.executemany(_INSERT, rows)
             depth += len(rows)
             if size > self.max_bytes:
                 dropped, freed_bytes, kinds = self._drop_to(
@@ -491,7 +549,7 @@ class Buffer:
                 env = self._on_dropped(report).envelope
                 env["seq"] = next_seq
                 payload = dumps(env)
-                db.execute("INSERT INTO events VALUES (?,?,?,?,?,?)",
+                db.execute(_INSERT,
                            (next_seq, 3, time.time(), env["deviceid"], env["type"], payload))
                 committed.append(env)
                 next_seq += 1
@@ -505,8 +563,71 @@ class Buffer:
                 pending.envelope.pop("seq", None)
             raise
         self._next_seq, self._bytes, self._depth = next_seq, size, depth
+        self.cursors, self._horizon = cursors, horizon
+        if self.outputs and moves.acked:
+            self._floor = self._published_up_to(self._floor)
         self.ledger.mark(next_seq - 1)
         return committed, drops
+
+    def _publish(self, db: sqlite3.Connection, acked: list[int], horizon: int) -> _Removed:
+        """The broker has ``acked``: delete them, or with outputs mark them published (and delete
+        those every output has passed already)."""
+        if not acked:
+            return _Removed(0, 0)
+        if not self.outputs:
+            # One statement text whatever the number of seqs: an IN list of N placeholders
+            # would be a new prepared statement for every N, each cached (tens of MiB).
+            return _remove(db, "seq IN (SELECT value FROM json_each(?))", json.dumps(acked))
+        passed = [s for s in acked if s <= horizon]
+        waiting = [s for s in acked if s > horizon]
+        if waiting:
+            db.execute("UPDATE events SET published = 1 WHERE seq IN "
+                       "(SELECT value FROM json_each(?))", (json.dumps(waiting),))
+        if not passed:
+            return _Removed(0, 0)
+        return _remove(db, "seq IN (SELECT value FROM json_each(?))", json.dumps(passed))
+
+    def _published_up_to(self, floor: int) -> int:
+        """The highest seq up to which every event is published (scans from ``floor``: the
+        events acknowledged since, a window's worth)."""
+        assert self._db is not None
+        row = self._db.execute(
+            "SELECT seq FROM events WHERE seq > ? AND published = 0 ORDER BY seq LIMIT 1",
+            (floor,)).fetchone()
+        return int(row[0]) - 1 if row else self._next_seq - 1
+
+    def _load_cursors(self) -> None:
+        """Read the outputs' cursors; a new output starts at the newest event (it is not sent
+        the backlog), a removed one is forgotten (it holds nothing back any more)."""
+        assert self._db is not None
+        db = self._db
+        stored = dict(db.execute("SELECT name, seq FROM cursors").fetchall())
+        head = self._next_seq - 1
+        cursors = {name: int(stored.get(name, head)) for name in self.outputs}
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("DELETE FROM cursors")
+            db.executemany("INSERT INTO cursors VALUES (?, ?)", list(cursors.items()))
+            # published events nobody waits for any more (an output removed or caught up)
+            horizon = min(cursors.values()) if cursors else head
+            removed = _remove(db, "seq <= ? AND published = 1", horizon)
+        self._depth -= removed.count
+        self._bytes -= removed.bytes + removed.count * ROW_OVERHEAD
+        self.cursors, self._horizon = cursors, horizon if cursors else 0
+        self._floor = self._published_up_to(0) if cursors else 0
+
+    def lag(self, cursor: int) -> tuple[int, float | None]:
+        """Events committed after seq ``cursor`` (an output's), and the age of the oldest one."""
+        behind = max(self._next_seq - 1 - cursor, 0)
+        if not behind or self._db is None:
+            return behind, None
+        try:
+            row = self._reader().execute(
+                "SELECT created FROM events WHERE seq > ? ORDER BY seq LIMIT 1", (cursor,)
+            ).fetchone()
+        except sqlite3.Error:
+            row = None
+        return behind, (time.time() - row[0]) if row else None
 
     def _drop_to(
         self, db: sqlite3.Connection, need: int
@@ -555,7 +676,7 @@ class Buffer:
         old = [r[0] for r in rows]
         kinds = Counter((device, event_type) for _, device, event_type in rows)
         report = Dropped(len(old), min(old), max(old), "max_age", _ranges(old), dict(kinds))
-        committed, _ = self.commit([self._on_dropped(report)], old)
+        committed, _ = self.commit([self._on_dropped(report)], drop=old)
         return committed, [report]
 
     # -- reading ---------------------------------------------------------------------------
@@ -571,15 +692,18 @@ class Buffer:
             self._readers.generation = self._generation
         return reader
 
-    def fetch(self, after_seq: int, limit: int) -> list[Row]:
-        """Up to ``limit`` committed events with seq above ``after_seq``, in seq order."""
+    def fetch(self, after_seq: int, limit: int, *, published: bool = False) -> list[Row]:
+        """Up to ``limit`` committed events with seq above ``after_seq``, in seq order: those
+        the broker has not acknowledged yet (the publisher's view), or with ``published`` all of
+        them (an output's view)."""
         if self._db is None:
             return []
+        query = "SELECT seq, device, type, payload FROM events WHERE seq > ? "
+        if not published:
+            query += "AND published = 0 "
+            after_seq = max(after_seq, self._floor)
         try:
-            cursor = self._reader().execute(
-                "SELECT seq, device, type, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after_seq, limit),
-            )
+            cursor = self._reader().execute(query + "ORDER BY seq LIMIT ?", (after_seq, limit))
             return [Row(*r) for r in cursor]
         except sqlite3.Error as err:
             # The writer thread owns recovery; the publisher retries on its next wake-up.

@@ -216,6 +216,30 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK if healthy else EXIT_FAIL
 
 
+def cmd_outputs_test(args: argparse.Namespace) -> int:
+    """Send a labelled test alarm through one output of the running agent; print the answer."""
+    from agent import control
+    from agent.commands import CommandError
+    from agent.errors import ControlError
+
+    try:
+        reply = control.call(_control_socket(args), "outputs_test", output=args.name,
+                             timeout=150)
+    except ControlError as err:
+        return _refused(args, err, EXIT_UNREACHABLE)
+    except CommandError as err:
+        return _refused(args, err, EXIT_USAGE)
+    result = reply["result"]
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"output {result['output']} ({result['kind']}) to {result['target']}: test alarm "
+              f"for exit {result['exit']} (camera {result['camera']}) "
+              + ("DELIVERED" if result["delivered"] else "NOT DELIVERED"))
+        print(f"  target answered: {result['answer']}")
+    return EXIT_OK if result["delivered"] else EXIT_FAIL
+
+
 def cmd_tail(args: argparse.Namespace) -> int:
     from agent.tail import tail
 
@@ -365,6 +389,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="the running agent's status")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("outputs", help="VMS and webhook outputs ([outputs.<name>])")
+    osub = p.add_subparsers(dest="outputs_command", metavar="SUBCOMMAND", required=True)
+    c = osub.add_parser("test", help="send a labelled test alarm through one output of the "
+                        "running agent and print what the target answered (exit 1 if refused)")
+    c.add_argument("name", help="the output's name")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_outputs_test)
 
     p = sub.add_parser("tail", help="print this store's events as they arrive at the broker")
     p.add_argument("--raw", action="store_true", help="print each event's JSON")

@@ -206,6 +206,8 @@ class Settings(BaseSettings):
     metrics: MetricsSection = MetricsSection()
     devices: dict[str, dict[str, Any]] = {}
     exits: dict[str, ExitSection] = {}
+    outputs: dict[str, dict[str, Any]] = {}
+    """``[outputs.<name>]``: checked afterwards by the model of each table's ``kind``."""
 
     @classmethod
     def settings_customise_sources(
@@ -239,6 +241,8 @@ class Config:
     devices: dict[str, Device]
     drivers: dict[str, DriverInfo] = field(repr=False)
     hash: str
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """Output name -> its validated ``OutputConfig`` (agent/outputs)."""
 
     @property
     def exits(self) -> dict[str, ExitSection]:
@@ -386,6 +390,40 @@ def _check_devices(
     return devices, problems
 
 
+def _check_outputs(path: Path, settings: Settings) -> tuple[dict[str, Any], list[str]]:
+    """Each ``[outputs.<name>]`` table against the model of its ``kind``."""
+    from agent.outputs import KINDS  # the kinds import this module (ConfigPath)
+
+    outputs: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, table in settings.outputs.items():
+        where = ("outputs", name)
+        if not ID_RE.match(name):
+            problems.append(_describe(path, where, f"output name must match {ID_PATTERN}", name,
+                                      has_value=True))
+            continue
+        if not isinstance(table, dict):
+            problems.append(_describe(path, where, "must be a table", table, has_value=True))
+            continue
+        kind = table.get("kind")
+        if kind not in KINDS:
+            problems.append(_describe(
+                path, (*where, "kind"), f"{'unknown output kind' if kind else 'required key is missing'}"
+                f"; accepted: {', '.join(sorted(KINDS))}", kind, has_value=kind is not None))
+            continue
+        try:
+            outputs[name] = KINDS[kind].Config.model_validate(table)
+        except ValidationError as err:
+            problems.extend(_problems(path, err, where))
+        else:
+            unknown = set(outputs[name].exits) - set(settings.exits)
+            if settings.exits and unknown:
+                problems.append(_describe(
+                    path, (*where, "exits", sorted(unknown)[0]), "no such exit in [exits]",
+                    sorted(unknown)[0], has_value=True))
+    return outputs, problems
+
+
 def _settings(path: Path, raw: dict[str, Any]) -> Settings:
     try:
         return Settings(**raw)
@@ -424,6 +462,8 @@ def load_config(
         if drivers is None:
             drivers = discover(settings.agent.drivers)
         devices, problems = _check_devices(path, settings, drivers)
+        outputs, output_problems = _check_outputs(path, settings)
+        problems += output_problems
     finally:
         _base_dir.reset(token)
     if problems:
@@ -431,7 +471,8 @@ def load_config(
     digest = hashlib.sha256(
         json.dumps(settings.model_dump(mode="json"), sort_keys=True).encode()
     ).hexdigest()[:12]
-    return Config(path=path, settings=settings, devices=devices, drivers=drivers, hash=digest)
+    return Config(path=path, settings=settings, devices=devices, drivers=drivers, hash=digest,
+                  outputs=outputs)
 
 
 def read_secret(path: Path | None, what: str) -> str:

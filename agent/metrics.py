@@ -100,6 +100,29 @@ class AgentCollector(Collector):
                                 agent.supervisor.restarts.get(drv.device_id, 0))
         yield up
         yield restarts
+        yield from _output_metrics(agent)
+
+
+def _output_metrics(agent: Agent) -> Iterator[Metric]:
+    """Per ``[outputs.<name>]``: connected, lag, delivered and dropped."""
+    families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+        "connected": GaugeMetricFamily(f"{PREFIX}_output_connected", "1 while the output's last "
+                                       "delivery worked", labels=["output", "kind"]),
+        "lag_events": GaugeMetricFamily(f"{PREFIX}_output_lag_events", "Events committed after "
+                                        "the output's cursor", labels=["output", "kind"]),
+        "lag_s": GaugeMetricFamily(f"{PREFIX}_output_lag_seconds", "Age of the oldest event the "
+                                   "output has not passed (0 when caught up)",
+                                   labels=["output", "kind"]),
+        "delivered": CounterMetricFamily(f"{PREFIX}_output_delivered", "Events the output "
+                                         "delivered", labels=["output", "kind"]),
+        "dropped": CounterMetricFamily(f"{PREFIX}_output_dropped", "Events the buffer dropped "
+                                       "before the output delivered them",
+                                       labels=["output", "kind"]),
+    }
+    for name, state in agent.outputs.status().items():
+        for key, family in families.items():
+            family.add_metric([name, state["kind"]], float(state[key] or 0))
+    yield from families.values()
 
 
 class Metrics:

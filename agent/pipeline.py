@@ -37,6 +37,19 @@ STORAGE_RETRY_MIN, STORAGE_RETRY_MAX = 0.5, 10.0
 ROOM_POLL = 0.01
 
 Listener = Callable[[dict[str, Any]], None]
+LossListener = Callable[[str, Dropped], None]
+"""(output name, what of a drop it had not delivered yet): announced once per output."""
+
+
+def missed(report: Dropped, passed: int) -> Dropped | None:
+    """The part of ``report`` above an output's cursor ``passed``: what that output never got."""
+    ranges = report.ranges or (
+        [[report.first_seq, report.last_seq]] if report.first_seq and report.last_seq else [])
+    left = [[max(a, passed + 1), b] for a, b in ranges if b > passed]
+    if not left:
+        return None
+    count = sum(b - a + 1 for a, b in left)
+    return Dropped(count, left[0][0], left[-1][1], report.reason, left)
 
 
 class Pipeline:
@@ -54,6 +67,10 @@ class Pipeline:
         """Emitted, not yet committed (bounded; holds everything while the disk is full)."""
         self._wakeup = self.spill.not_empty
         self._acks: list[int] = []
+        self._cursor_moves: dict[str, int] = {}
+        """Output name -> the seq it has passed, not yet committed (flushed with the acks)."""
+        self.on_output_loss: LossListener = lambda name, lost: None
+        self.wake_outputs: Callable[[], None] = lambda: None
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._listeners: list[Listener] = []
@@ -198,6 +215,18 @@ class Pipeline:
             if len(self._acks) >= ACK_FLUSH_COUNT:
                 self._wakeup.notify()
 
+    def advance(self, output: str, seq: int) -> None:
+        """Output ``output`` delivered (or skipped) every event up to ``seq``: its cursor is
+        committed with the next flush of acks (a crash before that only means a repeat)."""
+        with self._wakeup:
+            self._cursor_moves[output] = max(seq, self._cursor_moves.get(output, 0))
+
+    def cursor(self, output: str) -> int:
+        """The seq output ``output`` has passed, committed or not."""
+        with self._wakeup:
+            pending = self._cursor_moves.get(output, 0)
+        return max(pending, self.buffer.cursors.get(output, 0))
+
     def wait_committed(self, timeout: float) -> bool:
         """Wait until every emitted event is committed."""
         return self._idle.wait(timeout)
@@ -246,9 +275,10 @@ class Pipeline:
             flush = stopping or now - last_ack_flush >= ACK_FLUSH_INTERVAL or \
                 len(self._acks) >= ACK_FLUSH_COUNT
             acks = self._take_acks() if flush else []
+            cursors = self._take_cursors() if flush else {}
             if flush:
                 last_ack_flush = now
-            if self._commit_held(acks):
+            if self._commit_held(acks, cursors):
                 retry.reset()
                 if now - last_expire >= EXPIRE_INTERVAL:
                     last_expire = now
@@ -272,19 +302,32 @@ class Pipeline:
             acks, self._acks = self._acks, []
         return acks
 
-    def _commit_held(self, acks: list[int]) -> bool:
-        """Commit the held events (in batches) and ``acks``; False when the buffer refused."""
+    def _take_cursors(self) -> dict[str, int]:
+        with self._wakeup:
+            moves, self._cursor_moves = self._cursor_moves, {}
+        return moves
+
+    def _put_back_cursors(self, moves: dict[str, int]) -> None:
+        with self._wakeup:
+            for name, seq in moves.items():
+                self._cursor_moves[name] = max(seq, self._cursor_moves.get(name, 0))
+
+    def _commit_held(self, acks: list[int], cursors: dict[str, int] | None = None) -> bool:
+        """Commit the held events (in batches), ``acks`` and the outputs' ``cursors``; False
+        when the buffer refused."""
+        cursors = cursors or {}
         while True:
             batch = self.spill.take(MAX_BATCH)
             with self._lock:
                 report = self._held_drops_report()
             if report is not None:
                 batch.append(report)
-            if not batch and not acks:
+            if not batch and not acks and not cursors:
                 return True
             try:
-                committed, drops = self.buffer.commit(batch, acks)
+                committed, drops = self.buffer.commit(batch, acks, cursors=cursors)
             except StorageUnavailable as err:
+                self._put_back_cursors(cursors)
                 self._storage_failed(err)
                 if report is not None:
                     batch.pop()  # made again, with what is dropped meanwhile, next time
@@ -295,6 +338,7 @@ class Pipeline:
             except Exception as err:
                 self.last_commit_error = f"{type(err).__name__}: {err}"
                 log.exception("committing %d events failed", len(batch))
+                self._put_back_cursors(cursors)
                 self._note_held_drops(self.spill.put_back(batch[:-1] if report else batch))
                 return False
             if report is not None:
@@ -303,7 +347,7 @@ class Pipeline:
                 self.dropped["hold_full"] += sum(held.values())
                 for (device, event_type), n in held.items():
                     self.dropped_by[(device, event_type, "hold_full")] += n
-            acks = []
+            acks, cursors = [], {}
             self._storage_recovered()
             self.last_commit_error = None
             with self._lock:
@@ -374,17 +418,28 @@ class Pipeline:
                 "event buffer: dropped %s events (seq %s..%s): %s",
                 report.count, report.first_seq, report.last_seq, report.reason,
             )
+            self._announce_output_losses(report)
         if not committed:
             return
         for env in committed:
             self.emitted[(env["deviceid"], env["type"])] += 1
         self.on_commit()
+        self.wake_outputs()
         for listener in list(self._listeners):
             for env in committed:
                 try:
                     listener(env)
                 except Exception:
                     log.exception("event listener failed")
+
+    def _announce_output_losses(self, report: Dropped) -> None:
+        for name in self.buffer.outputs:
+            lost = missed(report, self.cursor(name))
+            if lost is not None:
+                try:
+                    self.on_output_loss(name, lost)
+                except Exception:
+                    log.exception("announcing a loss of output %s failed", name)
 
     def reconfigure(self, config: Config) -> None:
         """Use a reloaded ``config`` from now on: each device's exit (its events' subject) and

@@ -18,6 +18,7 @@ from agent.control import ANSWERS_KEY, PROGRESS_KEY, ControlServer
 from agent.driver import ActionError, Driver
 from agent.instance import InstanceLock
 from agent.metrics import Metrics
+from agent.outputs.manager import Outputs
 from agent.pipeline import Pipeline
 from agent.publisher import Publisher
 from agent.selftest import Operator, QueueOperator, Selftests, SilentOperator
@@ -52,13 +53,16 @@ class Agent:
             synchronous=settings.buffer.synchronous,
             reserve_bytes=settings.buffer.reserve,
             on_dropped=lambda report: self.pipeline.dropped_event(report),
+            outputs=config.outputs,
         )
         self.pipeline = Pipeline(config, self.buffer)
+        self.outputs = Outputs(config.outputs, self.pipeline, self.buffer)
         self.commands = Commands()
         self.commands.register("status", self._status_command)
         self.commands.register("action", self._action_command)
         self.commands.register("sim", self._sim_command)
         self.commands.register("selftest", self._selftest_command)
+        self.commands.register("outputs_test", self._outputs_test_command)
         self._metrics: Metrics | None = None
         self.publisher = self._new_publisher()
         self.pipeline.on_state = lambda dev, state: self.publisher.retain(
@@ -191,6 +195,7 @@ class Agent:
         self._metrics = Metrics.start_for(self) if self.service else None
         self.publisher.start()
         if self.service:
+            self.outputs.start()
             try:
                 await self.control.start()
             except OSError as err:
@@ -248,6 +253,7 @@ class Agent:
             self.publish_status()
             await self.control.stop()
         await asyncio.to_thread(self.publisher.stop)
+        await asyncio.to_thread(self.outputs.stop)  # before the writer's last flush of cursors
         await asyncio.to_thread(self.pipeline.stop)
         if self._metrics is not None:
             self._metrics.stop()
@@ -314,6 +320,7 @@ class Agent:
                 }
                 for d in self.drivers
             },
+            **({"outputs": self.outputs.status()} if self.outputs.workers else {}),
             "last_selftest": self.selftests.summary(),
             "selftest_schedule": self._schedule_status(),
         }
@@ -331,6 +338,16 @@ class Agent:
 
     async def _status_command(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"agent": self.status()}
+
+    async def _outputs_test_command(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``agent outputs test NAME``: a labelled test alarm through one output."""
+        name = params.get("output")
+        if name not in self.outputs.workers:
+            known = ", ".join(self.outputs.workers) or "none configured"
+            raise CommandError(f"no output {name!r} (outputs: {known})")
+        result = await asyncio.to_thread(self.outputs.test, str(name),
+                                         self.config.settings.agent.store_id)
+        return {"result": result}
 
     def driver(self, device_id: Any) -> Driver:
         """The running driver of ``device_id``.

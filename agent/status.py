@@ -80,9 +80,31 @@ def render_status(status: dict[str, Any]) -> str:
             health = f"OFFLINE ({state.get('reason', 'not connected yet')})"
         restarts = f"  restarts {dev['restarts']}" if dev.get("restarts") else ""
         lines.append(f"  {dev_id:<20} {dev['driver']:<12} {health}{restarts}")
+    lines += _render_outputs(status.get("outputs") or {})
     lines += _render_selftests(status.get("last_selftest") or {},
                                status.get("selftest_schedule") or {})
     return "\n".join(lines)
+
+
+def _render_outputs(outputs: dict[str, Any]) -> list[str]:
+    """One line per VMS/HTTP output: reachable or its last error, lag, counts, a drop."""
+    if not outputs:
+        return []
+    lines = ["outputs:"]
+    for name, out in sorted(outputs.items()):
+        health = "connected" if out["connected"] else (
+            f"FAILING ({out['last_error']})" if out.get("last_error") else "not connected yet")
+        lag = f"  lag {out['lag_events']} events"
+        if out.get("lag_s"):
+            lag += f" ({format_duration(out['lag_s'])})"
+        text = (f"  {name:<20} {out['kind']:<20} {out['target']}  {health}{lag}  "
+                f"delivered {out['delivered']}")
+        if out.get("dropped"):
+            drop = out.get("last_drop") or {}
+            text += (f"  DROPPED {out['dropped']} (last: seq {drop.get('first_seq')}.."
+                     f"{drop.get('last_seq')}, {drop.get('reason')})")
+        lines.append(text)
+    return lines
 
 
 def _render_selftests(last: dict[str, Any], schedule: dict[str, Any]) -> list[str]:
