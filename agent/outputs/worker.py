@@ -9,10 +9,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from agent.backoff import Backoff
+from agent.buffer import Dropped
 from agent.outputs.base import DeliveryError, Output
 
 if TYPE_CHECKING:
-    from agent.buffer import Buffer, Dropped
+    from agent.buffer import Buffer
     from agent.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 BATCH = 200
 """Events read from the buffer per query."""
 IDLE_WAKE = 1.0
+LOSS_LOG_INTERVAL = 60.0
 RETRY_MIN = 0.5
 
 
@@ -40,6 +42,8 @@ class OutputWorker:
         self.last_drop: dict[str, Any] | None = None
         self.last_answer: str | None = None
         self.last_delivered: float | None = None
+        self._loss_logged = -LOSS_LOG_INTERVAL
+        self._unlogged: Dropped | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -62,6 +66,7 @@ class OutputWorker:
             self._thread.join(timeout)
         with self._send_lock:
             self.output.close()
+        self._log_loss()
 
     def wants(self, env: dict[str, Any]) -> bool:
         """Whether this output carries ``env`` (its type, and its test setting)."""
@@ -121,13 +126,29 @@ class OutputWorker:
         return False
 
     def lost(self, lost: Dropped) -> None:
-        """The buffer dropped events this output had not delivered: said once, here."""
-        self.dropped += lost.count or 0
-        self.last_drop = {"count": lost.count, "first_seq": lost.first_seq,
-                          "last_seq": lost.last_seq, "reason": lost.reason}
+        """The buffer dropped events this output had not delivered. Logged at once, then at
+        most every ``LOSS_LOG_INTERVAL`` with what was dropped since (a full buffer drops a
+        little at every commit); ``last_drop`` sums up every drop of this run."""
+        count = lost.count or 0
+        self.dropped += count
+        first = self.last_drop["first_seq"] if self.last_drop else lost.first_seq
+        self.last_drop = {"count": self.dropped, "first_seq": first, "last_seq": lost.last_seq,
+                          "reason": lost.reason}
+        if self._unlogged is None:
+            self._unlogged = Dropped(0, lost.first_seq, None, lost.reason)
+        self._unlogged = Dropped((self._unlogged.count or 0) + count, self._unlogged.first_seq,
+                                 lost.last_seq, lost.reason)
+        if time.monotonic() - self._loss_logged >= LOSS_LOG_INTERVAL:
+            self._log_loss()
+
+    def _log_loss(self) -> None:
+        run, self._unlogged = self._unlogged, None
+        if run is None:
+            return
+        self._loss_logged = time.monotonic()
         log.error("output %s (%s): %s events it had not delivered were dropped from the buffer "
                   "(seq %s..%s, %s): the VMS will never get them", self.name, self.output.kind,
-                  lost.count, lost.first_seq, lost.last_seq, lost.reason)
+                  run.count, run.first_seq, run.last_seq, run.reason)
 
     def status(self) -> dict[str, Any]:
         behind, age = self.buffer.lag(self.cursor)

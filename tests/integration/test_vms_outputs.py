@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
-from support import AgentProcess, Broker, agent_config, wait_until, write_jsonl
+from support import AgentProcess, Broker, agent_config, metrics_port, wait_until, write_jsonl
 from vms_fakes import FakeHttp, FakeTcp, FakeUdp, analytics_events, exacq_transactions
 
 SECRET = b"s3cret-hook-key"
@@ -120,3 +122,128 @@ def test_each_kind_receives_the_alarm_in_its_format_with_the_exit_camera(
         for tcp in (analytics_tcp, generic_tcp, exacq):
             tcp.stop()
         generic_udp.stop()
+
+
+def test_target_down_during_a_burst_gets_every_alarm_afterwards_in_order_mqtt_undelayed(
+        tmp_path, broker, subscriber, agents):
+    vms = FakeTcp()  # its port is closed until start(): connection refused
+    outputs = {"vms": {"kind": "milestone_generic", "host": "127.0.0.1", "port": vms.port,
+                       "exits": CAMERAS, "retry_max": "1s", "template": "SEA {seq} {camera}"}}
+    agent = make(tmp_path, broker, alarms(100), outputs, agents, rate=100)
+    try:
+        agent.start()
+        start = time.monotonic()
+        mqtt = subscriber.wait_events(100, "eas.alarm", timeout=10)
+        took = time.monotonic() - start
+        state = status(agent)["outputs"]["vms"]
+        assert state["delivered"] == 0 and state["connected"] is False
+        assert state["lag_events"] >= 100, state
+        assert "refused" in (state["last_error"] or "").lower(), state
+        # 100 alarms at 100/s: the broker had them as they came, not after the VMS timed out
+        assert took < 5, f"MQTT took {took:.1f} s for a 1 s burst while the VMS was down"
+        assert "output vms (milestone_generic): seq" in agent.output()
+
+        vms.start()
+        wait_until(lambda: len(vms.lines()) >= 100, 15, "the burst at the VMS after it is back")
+        got = [int(line.split()[1]) for line in vms.lines()]
+        want = sorted(e["seq"] for e in mqtt)
+        assert got == want, "every alarm, once, in seq order"
+        wait_until(lambda: status(agent)["outputs"]["vms"]["lag_events"] == 0, 10, "no lag")
+        assert "output vms (milestone_generic) delivers again" in agent.output()
+    finally:
+        vms.stop()
+
+
+def test_kill_9_while_an_output_lags_loses_nothing_and_keeps_order(
+        tmp_path, broker, subscriber, agents):
+    vms = FakeTcp()
+    outputs = {"vms": {"kind": "exacq_serial", "host": "127.0.0.1", "port": vms.port,
+                       "retry_max": "1s", "template": "{seq}"}}
+    agent = make(tmp_path, broker, alarms(60), outputs, agents, rate=200)
+    try:
+        agent.start()
+        mqtt = subscriber.wait_events(60, "eas.alarm", timeout=10)
+        time.sleep(3.5)  # the broker's acks are committed: the events stay only for the output
+        agent.kill()
+        vms.start()
+        agent.start()
+        want = sorted(e["seq"] for e in mqtt)
+        wait_until(lambda: len(exacq_transactions(vms.lines(), "SEA BEGIN", "SEA END")) >= 60,
+                   15, "the alarms at the VMS after the restart")
+        got = [int(t[0]) for t in exacq_transactions(vms.lines(), "SEA BEGIN", "SEA END")]
+        assert got == want, "nothing lost, nothing repeated, in seq order"
+        agent.stop()
+        assert len(subscriber.events("eas.alarm")) == 60, "the broker's acked events were not sent again"
+    finally:
+        vms.stop()
+
+
+def test_webhook_signature_checked_wrong_secret_fails_visibly_and_outputs_test(
+        tmp_path, broker, agents):
+    good, bad = tmp_path / "good.secret", tmp_path / "bad.secret"
+    good.write_bytes(SECRET + b"\n")
+    bad.write_bytes(b"not-the-key\n")
+    hook = FakeHttp(secret=SECRET)
+    outputs = {
+        "wrong": {"kind": "webhook", "url": hook.url, "secret_file": str(bad),
+                  "retry_max": "1s"},
+        "right": {"kind": "webhook", "url": hook.url, "secret_file": str(good),
+                  "exits": CAMERAS, "types": ["eas.alarm"]},
+    }
+    agent = make(tmp_path, broker, alarms(2), outputs, agents)
+    try:
+        agent.start()
+        wait_until(lambda: len(hook.requests) >= 2, 10, "the right output's two alarms")
+        wait_until(lambda: "401" in (status(agent).get("outputs", {}).get("wrong", {})
+                                     .get("last_error") or ""), 10, "the refusal in the status")
+        human = agent.run_cli("status")
+        assert "wrong" in human.stdout and "FAILING" in human.stdout and "401" in human.stdout
+        assert "output wrong (webhook): seq" in agent.output() and "401" in agent.output()
+
+        refused = agent.run_cli("outputs", "test", "wrong")
+        assert refused.returncode == 1, refused
+        assert "NOT DELIVERED" in refused.stdout and "HTTP 401" in refused.stdout
+
+        before = len(hook.requests)
+        ok = agent.run_cli("outputs", "test", "right")
+        assert ok.returncode == 0, ok
+        assert "DELIVERED" in ok.stdout and "HTTP 200 OK: ok" in ok.stdout
+        assert "Cam Exit 1 (front)" in ok.stdout
+        test_event = hook.events()[before]
+        assert test_event["test"] is True and test_event["testlabel"] == "TEST"
+
+        unknown = agent.run_cli("outputs", "test", "nope")
+        assert unknown.returncode == 2 and "no output 'nope'" in unknown.stderr
+        assert SECRET.decode() not in agent.output() and "not-the-key" not in agent.output()
+    finally:
+        hook.stop()
+
+
+def test_output_down_for_good_under_the_capacity_policy_is_announced_mqtt_unaffected(
+        tmp_path, broker, subscriber, agents):
+    vms = FakeTcp()  # never started
+    outputs = {"vms": {"kind": "milestone_generic", "host": "127.0.0.1", "port": vms.port,
+                       "retry_max": "1s"}}
+    agent = make(tmp_path, broker, alarms(400), outputs, agents, rate=200,
+                 buffer={"max_bytes": "40kB"}, metrics={"listen": "127.0.0.1:0"})
+    agent.start()
+    mqtt = subscriber.wait_events(400, "eas.alarm", timeout=20)
+    assert sorted(e["seq"] for e in mqtt) == sorted({e["seq"] for e in mqtt}), "no duplicates"
+    wait_until(lambda: status(agent)["outputs"]["vms"]["dropped"] > 0, 10, "the output's loss")
+    state = status(agent)["outputs"]["vms"]
+    drop = state["last_drop"]
+    assert drop["reason"] == "buffer_full" and drop["count"] == state["dropped"]
+    log = agent.output()
+    first = re.search(r"output vms \(milestone_generic\): (\d+) events it had not delivered "
+                      r"were dropped from the buffer \(seq (\d+)\.\.(\d+), buffer_full\)", log)
+    assert first, "the loss is announced for the output, with its seq range"
+    assert int(first.group(2)) == drop["first_seq"] <= int(first.group(3)) <= drop["last_seq"]
+    assert 0 < int(first.group(1)) <= state["dropped"]
+    reports = subscriber.events("agent.events_dropped")
+    assert reports and all(r["data"]["reason"] == "buffer_full" for r in reports)
+    port = metrics_port(log)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    line = next(x for x in text.splitlines()
+                if x.startswith('store_edge_agent_output_dropped_total{kind="milestone_generic",output="vms"}'))
+    assert float(line.split()[-1]) == state["dropped"]
+    assert agent.stop() == 0
