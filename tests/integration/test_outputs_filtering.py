@@ -1,0 +1,92 @@
+"""Templates, test labelling and the type filter, on a real pipeline, buffer and fake VMS."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import wait_until
+from vms_fakes import FakeHttp, FakeTcp
+
+from agent.buffer import Buffer
+from agent.config import load_config
+from agent.errors import ConfigError
+from agent.outputs.manager import Outputs
+from agent.pipeline import Pipeline
+from agent.testing import write_config
+
+
+def running(tmp: Path, outputs: dict[str, Any]) -> Iterator[tuple[Pipeline, Outputs]]:
+    path = write_config(tmp / "agent.toml", {
+        "agent": {"store_id": "t1", "data_dir": str(tmp / "data")},
+        "exits": {"exit1": {}, "exit2": {}}, "outputs": outputs})
+    config = load_config(path, drivers={})
+    buffer = Buffer(tmp / "data" / "buffer.db", max_bytes=10**7, max_age=86400,
+                    on_dropped=lambda r: pipeline.dropped_event(r), outputs=config.outputs)
+    pipeline = Pipeline(config, buffer)
+    outs = Outputs(config.outputs, pipeline, buffer)
+    pipeline.start()
+    outs.start()
+    try:
+        yield pipeline, outs
+    finally:
+        outs.stop()
+        pipeline.stop()
+        buffer.close()
+
+
+@pytest.fixture
+def vms() -> Iterator[FakeTcp]:
+    server = FakeTcp().start()
+    yield server
+    server.stop()
+
+
+def test_labelled_tests_skipped_tests_type_filter_and_data_fields(tmp_path, vms):
+    template = "{label}SEA {type} {camera} dir={data.direction} test={test}"
+    outputs = {
+        "label": {"kind": "milestone_generic", "host": "127.0.0.1", "port": vms.port,
+                  "template": template, "test_events": "label", "test_label": "WALKTEST",
+                  "exits": {"exit1": "Front"}, "types": ["eas.alarm", "door.opened"]},
+        "skip": {"kind": "milestone_generic", "host": "127.0.0.1", "port": vms.port,
+                 "template": "SKIP {type} {exit}"},
+    }
+    for pipeline, _ in running(tmp_path, outputs):
+        pipeline.emit("eas1", "eas.alarm", {"direction": "out"}, subject="exit1")
+        pipeline.emit("eas1", "eas.alarm", {"direction": "in"}, subject="exit1", test=True)
+        pipeline.emit("door1", "door.opened", {}, subject="exit2")
+        pipeline.emit("eas1", "eas.interference", {"inhibit": True}, subject="exit1")
+        pipeline.emit("eas1", "eas.alarm", {"direction": "out"}, subject="exit2")
+        wait_until(lambda: len(vms.lines()) >= 6, 10, "the events at the VMS")
+    lines = vms.lines()
+    assert [x for x in lines if not x.startswith("SKIP")] == [
+        "SEA eas.alarm Front dir=out test=false",
+        "WALKTEST SEA eas.alarm Front dir=in test=true",
+        "SEA door.opened exit2 dir= test=false",  # no camera mapped: the exit's own name
+        "SEA eas.alarm exit2 dir=out test=false",
+    ]
+    assert [x for x in lines if x.startswith("SKIP")] == [
+        "SKIP eas.alarm exit1", "SKIP eas.alarm exit2"], "test events skipped; default types"
+
+
+def test_a_template_without_label_gets_the_label_in_front(tmp_path, vms):
+    outputs = {"x": {"kind": "exacq_serial", "host": "127.0.0.1", "port": vms.port,
+                     "template": "{type} {exit}", "test_events": "label"}}
+    for pipeline, _ in running(tmp_path, outputs):
+        pipeline.emit("eas1", "eas.alarm", {"direction": "out"}, subject="exit1", test=True)
+        wait_until(lambda: len(vms.lines()) >= 3, 10, "the transaction")
+    assert vms.lines() == ["SEA BEGIN", "TEST eas.alarm exit1", "SEA END"]
+
+
+def test_an_unreadable_webhook_secret_is_a_config_error_naming_the_file(tmp_path):
+    hook = FakeHttp()
+    try:
+        with pytest.raises(ConfigError) as err:
+            next(running(tmp_path, {"h": {"kind": "webhook", "url": hook.url,
+                                          "secret_file": str(tmp_path / "missing")}}))
+        assert str(tmp_path / "missing") in str(err.value.problems)
+        assert "output h" in str(err.value.problems)
+    finally:
+        hook.stop()
