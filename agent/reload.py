@@ -73,6 +73,8 @@ def diff(old: Config, new: Config) -> Changes:
         for section, keys in RESTART_ONLY.items() for key in keys
         if (was := getattr(getattr(a, section), key)) != (now := getattr(getattr(b, section), key))
     }
+    if old.outputs != new.outputs:  # their threads and cursors are set up at start
+        restart_only["outputs"] = (sorted(old.outputs), sorted(new.outputs))
     restart = kept if "gpio" in sections else changed
     return Changes(added=added, removed=removed, restart=tuple(restart),
                    sections=tuple(sections), restart_only=restart_only,
@@ -86,7 +88,9 @@ def effective(old: Config, new: Config) -> Config:
             update={key: getattr(getattr(old.settings, section), key) for key in keys})
         for section, keys in RESTART_ONLY.items()
     }
-    return dataclasses.replace(new, settings=new.settings.model_copy(update=update))
+    update["outputs"] = old.settings.outputs
+    return dataclasses.replace(new, settings=new.settings.model_copy(update=update),
+                               outputs=old.outputs)
 
 
 async def reload(agent: Agent) -> Changes | None:
