@@ -45,6 +45,8 @@ class Outputs:
 
     def stop(self) -> None:
         for worker in self.workers.values():
+            worker.request_stop()  # all at once: each may be waiting for its target
+        for worker in self.workers.values():
             worker.stop(STOP_TIMEOUT)
 
     def wake(self) -> None:

@@ -59,9 +59,12 @@ class OutputWorker:
     def wake(self) -> None:
         self._wake.set()
 
-    def stop(self, timeout: float) -> None:
+    def request_stop(self) -> None:
         self._stop.set()
         self._wake.set()
+
+    def stop(self, timeout: float) -> None:
+        self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout)
         with self._send_lock:
