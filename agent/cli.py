@@ -212,7 +212,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(json.dumps(status, indent=2) if args.json else render_status(status))
     healthy = status["broker"]["connected"] and all(
         d["online"] or d["finished"] for d in status["devices"].values()
-    )
+    ) and not any(o.get("last_error") for o in status.get("outputs", {}).values())
     return EXIT_OK if healthy else EXIT_FAIL
 
 

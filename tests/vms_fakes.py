@@ -16,10 +16,12 @@ import hashlib
 import hmac
 import json
 import socket
+import ssl
 import threading
 import time
 import xml.etree.ElementTree as ET
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from support import free_port
@@ -128,7 +130,7 @@ class FakeHttp:
     the ``X-Signature-SHA256`` header as a webhook receiver should (401 when it is wrong)."""
 
     def __init__(self, *, secret: bytes | None = None, status: int = 200,
-                 header: str = "X-Signature-SHA256") -> None:
+                 header: str = "X-Signature-SHA256", tls: dict[str, Path] | None = None) -> None:
         self.secret = secret
         self.status = status
         self.header = header
@@ -159,6 +161,11 @@ class FakeHttp:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/hook"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls["cert"], tls["key"])
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            self.url = f"https://127.0.0.1:{self.port}/hook"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import wait_until
+from support import make_tls, wait_until
 from vms_fakes import FakeHttp, FakeTcp
 
 from agent.buffer import Buffer
@@ -88,5 +88,27 @@ def test_an_unreadable_webhook_secret_is_a_config_error_naming_the_file(tmp_path
                                           "secret_file": str(tmp_path / "missing")}}))
         assert str(tmp_path / "missing") in str(err.value.problems)
         assert "output h" in str(err.value.problems)
+    finally:
+        hook.stop()
+
+
+def test_webhook_over_https_with_a_private_ca_and_without_it(tmp_path):
+    tls = make_tls(tmp_path / "tls")
+    hook = FakeHttp(tls=tls, secret=b"k")
+    (tmp_path / "k").write_text("k\n")
+    outputs = {
+        "trusted": {"kind": "webhook", "url": hook.url, "ca_file": str(tls["ca"]),
+                    "secret_file": str(tmp_path / "k"), "timeout": "2s"},
+        "untrusted": {"kind": "webhook", "url": hook.url, "timeout": "2s"},
+    }
+    try:
+        for _, outs in running(tmp_path, outputs):
+            ok = outs.test("trusted", "t1")
+            refused = outs.test("untrusted", "t1")
+        assert ok["delivered"] is True and ok["answer"] == "HTTP 200 OK: ok"
+        assert hook.events()[0]["test"] is True
+        assert refused["delivered"] is False
+        assert "TLS with 127.0.0.1" in refused["answer"] and "CERTIFICATE_VERIFY_FAILED" in \
+            refused["answer"]
     finally:
         hook.stop()
