@@ -427,8 +427,8 @@ class Buffer:
         self._watch_wal()
         return result
 
-    def free(self, acked: list[int]) -> None:
-        """Delete published events even on a full disk.
+    def free(self, acked: list[int], cursors: dict[str, int] | None = None) -> None:
+        """Delete published events (and commit the outputs' ``cursors``) even on a full disk.
 
         Deleting rewrites existing pages only, so it needs room in the write-ahead log, not in
         the database: the log is checkpointed first (the disk reserve is given up if that needs
@@ -440,12 +440,17 @@ class Buffer:
         if self._db is None:
             self.open()
         self._with_reserve(self._checkpoint)
-        for i in range(0, len(acked), FREE_CHUNK):
-            self._with_reserve(functools.partial(self._delete, acked[i:i + FREE_CHUNK]))
+        chunks = [acked[i:i + FREE_CHUNK] for i in range(0, len(acked), FREE_CHUNK)]
+        if cursors:  # with the last chunk: what the outputs passed is deleted with it
+            last = chunks.pop() if chunks else []
+            chunks.append(last)
+        for n, chunk in enumerate(chunks):
+            moves = _Moves(chunk, dict(cursors or {}) if n == len(chunks) - 1 else {}, [])
+            self._with_reserve(functools.partial(self._delete, moves))
 
-    def _delete(self, seqs: list[int]) -> None:
+    def _delete(self, moves: _Moves) -> None:
         try:
-            self._commit([], _Moves(seqs, {}, []))
+            self._commit([], moves)
         except (sqlite3.Error, OSError) as err:
             raise classify(err) or err from err
         self._checkpoint()

@@ -269,7 +269,8 @@ class Pipeline:
             if self.storage_problem is not None and now < retry_at and not stopping:
                 # Still unwritable: deletes (what frees space) go on; events wait in the hold.
                 self._wakeup_wait(min(retry_at - now, IDLE_WAKE))
-                if (acks := self._take_acks()) and self._free(acks):
+                acks, cursors = self._take_acks(), self._take_cursors()
+                if (acks or cursors) and self._free(acks, cursors):
                     retry_at = now  # space was freed: try the held events now
                 continue
             flush = stopping or now - last_ack_flush >= ACK_FLUSH_INTERVAL or \
@@ -327,13 +328,12 @@ class Pipeline:
             try:
                 committed, drops = self.buffer.commit(batch, acks, cursors=cursors)
             except StorageUnavailable as err:
-                self._put_back_cursors(cursors)
                 self._storage_failed(err)
                 if report is not None:
                     batch.pop()  # made again, with what is dropped meanwhile, next time
                 self._note_held_drops(self.spill.put_back(batch))
-                if acks:
-                    self._free(acks)
+                if acks or cursors:
+                    self._free(acks, cursors)
                 return False
             except Exception as err:
                 self.last_commit_error = f"{type(err).__name__}: {err}"
@@ -369,16 +369,19 @@ class Pipeline:
         why = f"hold_full: {self.storage_problem}" if self.storage_problem else "hold_full"
         return self.dropped_event(Dropped(count, None, None, why))
 
-    def _free(self, acks: list[int]) -> bool:
-        """Delete published events while the buffer refuses new ones; True if it worked."""
+    def _free(self, acks: list[int], cursors: dict[str, int] | None = None) -> bool:
+        """Delete published events (and commit the outputs' cursors) while the buffer refuses
+        new ones; True if it worked."""
         try:
-            self.buffer.free(acks)
+            self.buffer.free(acks, cursors)
         except StorageUnavailable:
             with self._wakeup:
                 self._acks[:0] = acks  # deletes wait too; losing one only means a duplicate
+            self._put_back_cursors(cursors or {})
             return False
         except Exception:
             log.exception("deleting %d published events failed", len(acks))
+            self._put_back_cursors(cursors or {})
             return False
         return True
 

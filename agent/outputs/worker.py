@@ -96,10 +96,11 @@ class OutputWorker:
                 self._wake.wait(IDLE_WAKE)
                 continue
             for row in rows:
-                env = json.loads(row.payload)
-                if self.wants(env) and not self._deliver(env, backoff):
-                    return  # stopping
-                if not self.wants(env):
+                env = json.loads(row.payload) if row.type in self.output.config.types else None
+                if env is not None and self.wants(env):
+                    if not self._deliver(env, backoff):
+                        return  # stopping
+                else:
                     self.skipped += 1
                 self.cursor = row.seq
                 self.pipeline.advance(self.name, row.seq)

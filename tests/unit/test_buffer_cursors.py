@@ -58,3 +58,13 @@ def test_a_capacity_drop_is_split_per_output_by_its_cursor(tmp_path):
     assert lost is not None and lost.first_seq == 11 and lost.count == drops[0].count
     assert missed(drops[0], drops[0].last_seq) is None
     assert buf.lag(buf.cursors["vms"])[0] == buf.stats().next_seq - 1 - 10
+
+
+def test_free_on_a_full_disk_commits_the_cursors_with_the_deletes(tmp_path):
+    buf = make(tmp_path, outputs=["vms"])
+    buf.commit([pending(n=i) for i in range(4)])
+    buf.free([1, 2, 3], {"vms": 2})
+    assert seqs(buf, published=True) == [3, 4]
+    assert buf.cursors == {"vms": 2}
+    buf.free([], {"vms": 4})
+    assert seqs(buf, published=True) == [4], "3 was acked and is now passed; 4 is not acked"
