@@ -10,7 +10,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -440,13 +440,31 @@ class Buffer:
         if self._db is None:
             self.open()
         self._with_reserve(self._checkpoint)
-        chunks = [acked[i:i + FREE_CHUNK] for i in range(0, len(acked), FREE_CHUNK)]
-        if cursors:  # with the last chunk: what the outputs passed is deleted with it
-            last = chunks.pop() if chunks else []
-            chunks.append(last)
-        for n, chunk in enumerate(chunks):
-            moves = _Moves(chunk, dict(cursors or {}) if n == len(chunks) - 1 else {}, [])
-            self._with_reserve(functools.partial(self._delete, moves))
+        # The cursors first: the acked events they passed are then deleted, not marked.
+        for step in self._horizon_steps(cursors or {}):
+            self._with_reserve(functools.partial(self._delete, _Moves([], step, [])))
+        for i in range(0, len(acked), FREE_CHUNK):
+            self._with_reserve(functools.partial(
+                self._delete, _Moves(acked[i:i + FREE_CHUNK], {}, [])))
+
+    def _horizon_steps(self, cursors: dict[str, int]) -> Iterator[dict[str, int]]:
+        """``cursors`` as a series of commits that each delete at most ``FREE_CHUNK`` published
+        events (the earlier ones with every cursor capped), so that on a full disk no one
+        transaction needs more of the log than a chunk of deletes. Each step is computed after
+        the previous one was committed."""
+        assert self._db is not None
+        if not cursors:
+            return
+        merged = {**self.cursors, **cursors}
+        target = min(merged.values()) if merged else 0
+        while self._horizon < target:
+            row = self._db.execute(
+                "SELECT seq FROM events WHERE seq > ? AND published = 1 ORDER BY seq "
+                "LIMIT 1 OFFSET ?", (self._horizon, FREE_CHUNK - 1)).fetchone()
+            if row is None or row[0] >= target:
+                break
+            yield {name: min(seq, int(row[0])) for name, seq in merged.items()}
+        yield merged
 
     def _delete(self, moves: _Moves) -> None:
         try:

@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import re
 import time
+import tomllib
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from support import AgentProcess, Broker, agent_config, metrics_port, wait_until, write_jsonl
+from test_storage_faults import fill, small_disk  # noqa: F401 (a fixture)
 from vms_fakes import FakeHttp, FakeTcp, FakeUdp, analytics_events, exacq_transactions
+
+from agent.testing import write_config
 
 SECRET = b"s3cret-hook-key"
 CAMERAS = {"exit1": "Cam Exit 1 (front)", "exit2": "Cam Exit 2 (mall)"}
@@ -248,3 +253,45 @@ def test_output_down_for_good_under_the_capacity_policy_is_announced_mqtt_unaffe
                 if x.startswith('store_edge_agent_output_dropped_total{kind="milestone_generic",output="vms"}'))
     assert float(line.split()[-1]) == state["dropped"]
     assert agent.stop() == 0
+
+
+@pytest.mark.slow
+def test_a_disk_full_of_events_owed_to_a_down_vms_is_freed_when_it_catches_up(
+        tmp_path, small_disk, broker, subscriber, agents):  # noqa: F811 (the fixture)
+    vms = FakeTcp()
+    outputs = {"vms": {"kind": "exacq_serial", "host": "127.0.0.1", "port": vms.port,
+                       "template": "{seq}", "retry_max": "1s"}}
+    agent = make(tmp_path, broker, alarms(12_000, ("exit1",)), outputs, agents, rate=1500,
+                 buffer={"reserve": "1MiB", "hold_max": 3000})
+    cfg = tomllib.loads(agent.config_path.read_text())
+    cfg["agent"]["data_dir"] = str(small_disk / "data")
+    write_config(agent.config_path, cfg)
+    fill(small_disk, 4 * 1024**2)
+    try:
+        agent.start()
+        # the broker takes every event, but they stay for the VMS: the disk fills up
+        wait_until(lambda: "cannot be written: the disk is full" in agent.output(), 60,
+                   "the disk to fill up with events owed to the VMS")
+        wait_until(lambda: "driver finished" in agent.output(), 60, "the replay to finish")
+        resumed = "can be written again: the events held in memory are committed"
+        assert resumed not in agent.output()
+        vms.start()
+        wait_until(lambda: resumed in agent.output(), 60,
+                   "the VMS's progress to free the disk")
+
+        def vms_seqs() -> list[int]:
+            return [int(t[0]) for t in exacq_transactions(vms.lines(), "SEA BEGIN", "SEA END")]
+
+        def caught_up() -> bool:
+            mqtt = {e["seq"] for e in subscriber.events("eas.alarm")}
+            return bool(mqtt) and set(vms_seqs()) >= mqtt
+
+        wait_until(caught_up, 90, "every alarm the broker got at the VMS too")
+        assert agent.stop() == 0
+        mqtt = subscriber.events("eas.alarm")
+        got = vms_seqs()
+        assert got == sorted(set(got)), "each once, in seq order"
+        assert set(got) == {e["seq"] for e in mqtt}
+        assert "Traceback" not in agent.output()
+    finally:
+        vms.stop()
