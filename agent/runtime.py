@@ -16,6 +16,7 @@ from agent.commands import CommandError, Commands, parse_request
 from agent.config import Config
 from agent.control import ANSWERS_KEY, PROGRESS_KEY, ControlServer
 from agent.driver import ActionError, Driver
+from agent.events import rfc3339
 from agent.metrics import Metrics
 from agent.pipeline import Pipeline
 from agent.publisher import Publisher
@@ -199,7 +200,7 @@ class Agent:
             "storeid": self.config.settings.agent.store_id,
             "bootid": self.pipeline.bootid,
             "config_hash": self.config.hash,
-            "started": self.started_at,
+            "started": rfc3339(self.started_at),
             "uptime_s": round(time.time() - self.started_at, 1),
             "clocksynced": self.pipeline.clock.synced,
             "broker": {
