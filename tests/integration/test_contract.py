@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+import time
+import urllib.request
 from typing import Any
 
 import pytest
-from support import AgentProcess, Subscriber, agent_config, wait_until
+from prometheus_client.parser import text_string_to_metric_families
+from support import AgentProcess, Subscriber, agent_config, metrics_port, wait_until
 from test_selftest import exit1
 
 from agent.events import TIME_PATTERN
@@ -15,6 +20,7 @@ from agent.events import TIME_PATTERN
 ROOT = "retail/t1"
 EPOCH_RANGE = (1.0e9, 4.0e9)  # 2001..2096 in epoch seconds: a number here is a timestamp
 DATE_LIKE = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:")
+PROMTOOL = shutil.which("promtool") or "promtool"  # Debian's prometheus package (scripts/setup)
 
 
 def _bad_times(value: Any, path: str = "") -> list[str]:
@@ -117,3 +123,44 @@ def test_mqtt311_subscribers_get_the_same_events(tmp_path, broker, agents):
     assert event["datacontenttype"] == "application/json" and event["specversion"] == "1.0"
     assert agent.stop() == 0
     sub.close()
+
+
+def test_metrics_pass_promtool_and_show_selftests_devices_and_the_buffer_limit(
+        tmp_path, broker, agents):
+    cfg = agent_config(tmp_path, broker, exit1(), exits={"exit1": {
+        "eas": "exit1-eas", "door": "exit1-door", "test_tag": "exit1-testtag",
+        "alarm_within": "1s"}, "exit2": {"door": "exit1-door"}},
+        metrics={"listen": "127.0.0.1:0"}, buffer={"max_bytes": "64MiB"})
+    agent = AgentProcess(tmp_path / "a", cfg)
+    agents.append(agent)
+    agent.start(wait_connected=True)
+    port = wait_until(lambda: metrics_port(agent.output()), 10, "the metrics port in the log")
+    before = time.time()
+    result = agent.run_cli("selftest", "--exit", "exit1", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    lint = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True,
+                          text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert lint.stdout + lint.stderr == ""  # no lint warnings either
+
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    names = {name for name, _ in samples}
+    assert {"process_cpu_seconds_total", "process_resident_memory_bytes",
+            "process_open_fds"} <= names
+    assert not [n for n in names if n.endswith("_created")]
+
+    def m(name: str, **labels: str) -> float | None:
+        return samples.get((f"store_edge_agent_{name}", tuple(sorted(labels.items()))))
+
+    assert m("selftest_last_result", exit="exit1", result="pass") == 1
+    assert m("selftest_last_result", exit="exit1", result="fail") == 0
+    assert before <= m("selftest_last_timestamp_seconds", exit="exit1") <= time.time()
+    assert m("selftest_last_result", exit="exit2", result="pass") == 0   # never tested
+    assert m("selftest_last_timestamp_seconds", exit="exit2") == 0
+    assert m("device_up", device="exit1-door", driver="gpio_door") == 1
+    assert m("buffer_max_bytes") == 64 * 1024**2
+    assert agent.stop() == 0
