@@ -17,6 +17,7 @@ from agent.config import Config
 from agent.control import ANSWERS_KEY, PROGRESS_KEY, ControlServer
 from agent.driver import ActionError, Driver
 from agent.events import rfc3339
+from agent.homeassistant import discovery_messages
 from agent.metrics import Metrics
 from agent.pipeline import Pipeline
 from agent.publisher import Publisher
@@ -121,6 +122,8 @@ class Agent:
                 log.error("control socket %s unavailable (agent status and selftest cannot "
                           "reach this agent): %s", settings.agent.control_socket, err)
             self.pipeline.emit_agent("agent.started", self._lifecycle)
+            for topic, config in discovery_messages(self.config):  # [homeassistant]
+                self.publisher.retain(topic, config)
         self.supervisor.start()
         log.info(
             "agent %s %s: store %s, %d devices, buffer %s (%d events waiting)",
