@@ -87,7 +87,6 @@ def test_an_event_that_agent_schema_rejects_fails_the_test(broker, subscriber):
     subscriber.invalid.clear()  # so that closing the fixture does not fail this test again
 
 
-@pytest.mark.xfail(strict=True, reason="publisher: lead adds properties")
 def test_mqtt5_content_type_and_payload_format_on_events_state_and_status(
         tmp_path, broker, subscriber, agents):
     rec = tmp_path / "rec.jsonl"
