@@ -35,53 +35,66 @@ class SeqTracker:
 
     high: int = 0
     missing: dict[int, float] = field(default_factory=dict)
-    """seq -> when we noticed it was missing (monotonic seconds)."""
-    covered: list[list[int]] = field(default_factory=list)
-    """``[first, last, budget]``: drop reports; budget is how many seqs of first..last the report
-    still accounts for (-1: all of them)."""
-    dropped: int = 0
+    """seq -> when we noticed it was missing (monotonic seconds): not arrived, and no report
+    names it exactly."""
+    exact: list[tuple[int, int]] = field(default_factory=list)
+    """Ranges that drop reports named."""
+    by_count: list[tuple[int, int, int]] = field(default_factory=list)
+    """``(first, last, count)``: a report that says only how many of first..last it dropped."""
+    named: int = 0
     """seqs that a drop report named, and that never arrived."""
     restarts: int = 0
     """times the seq started again from below (a reinstalled agent with a new data_dir)."""
 
-    def _take_cover(self, seq: int) -> bool:
-        """Whether a drop report accounts for ``seq`` (using up a budget if it has one)."""
-        for span in self.covered:
-            first, last, budget = span
-            if first <= seq <= last and budget != 0:
-                span[2] = budget - 1 if budget > 0 else budget
-                return True
-        return False
+    def _named(self, seq: int) -> bool:
+        return any(first <= seq <= last for first, last in self.exact)
 
     def see(self, seq: int, now: float) -> None:
         if seq > self.high:
             for n in range(self.high + 1, seq):
-                if self._take_cover(n):
-                    self.dropped += 1
+                if self._named(n):
+                    self.named += 1
                 else:
                     self.missing[n] = now
             self.high = seq
         else:
             self.missing.pop(seq, None)
 
-    def cover(self, first: int, last: int, budget: int = -1) -> None:
-        """A drop report: ``first..last`` (inclusive) will never arrive; with a ``budget``, only
-        that many of them (the rest of the span was delivered)."""
-        self.covered.append([first, last, budget])
-        for n in sorted(n for n in self.missing if first <= n <= last):
-            if self._take_cover(n):
-                del self.missing[n]
-                self.dropped += 1
+    def cover(self, first: int, last: int) -> None:
+        """A drop report: ``first..last`` (inclusive) will never arrive."""
+        self.exact.append((first, last))
+        for n in [n for n in self.missing if first <= n <= last]:
+            del self.missing[n]
+            self.named += 1
+
+    def cover_some(self, first: int, last: int, count: int) -> None:
+        """A drop report: ``count`` of ``first..last`` will never arrive, which ones unsaid."""
+        self.by_count.append((first, last, count))
+
+    def _counted(self) -> set[int]:
+        """Missing seqs that reports account for by count only. Settled when asked, after every
+        exact range is applied: a later report may name a seq in an earlier one's span."""
+        taken: set[int] = set()
+        for first, last, count in self.by_count:
+            inside = sorted(n for n in self.missing if first <= n <= last and n not in taken)
+            taken.update(inside[:count])
+        return taken
+
+    def dropped(self) -> int:
+        """seqs that drop reports account for."""
+        return self.named + len(self._counted())
 
     def restart(self, seq: int, now: float) -> None:
         self.restarts += 1
-        self.high, self.missing, self.covered = 0, {}, []
+        self.high, self.missing, self.exact, self.by_count = 0, {}, [], []
         self.see(seq, now)
 
     def gaps(self, now: float, grace: float) -> list[tuple[int, int]]:
-        """Missing seqs no report covers, noticed more than ``grace`` seconds ago (a re-send
-        after a crash may still bring them)."""
-        return ranges(n for n, since in self.missing.items() if now - since >= grace)
+        """Missing seqs no report accounts for, noticed more than ``grace`` seconds ago (a
+        re-send after a crash may still bring them)."""
+        counted = self._counted()
+        return ranges(n for n, since in self.missing.items()
+                      if n not in counted and now - since >= grace)
 
 
 @dataclass
@@ -185,7 +198,7 @@ class Fleet:
             seq.cover(a, b)
         listed = sum(b - a + 1 for a, b in spans)
         if count is not None and count > listed and spans[-1][1] < int(last):
-            seq.cover(spans[-1][1] + 1, int(last), budget=int(count) - listed)
+            seq.cover_some(spans[-1][1] + 1, int(last), int(count) - listed)
 
     def open_alarms(self, store: Store) -> int:
         """Real alarms (not self-test ones) of the last ``alarm_window`` seconds."""
@@ -204,7 +217,7 @@ class Fleet:
             common = {"store": store_id, "agent": store.availability, "events": store.events,
                       "duplicates": store.duplicates, "last_seq": store.seq.high,
                       "gaps": sum(last - first + 1 for first, last in gaps),
-                      "gap_ranges": gaps, "dropped": store.seq.dropped,
+                      "gap_ranges": gaps, "dropped": store.seq.dropped(),
                       "open_alarms": self.open_alarms(store)}
             for name in sorted(store.exits) or [None]:
                 report = store.exits.get(name, {}) if name else {}

@@ -145,3 +145,19 @@ def test_a_report_with_more_drops_than_its_listed_ranges_covers_the_rest_up_to_l
         "ranges": [[2, 4], [6, 8]]}))          # 10-11 not listed
     row = only_row(fleet)
     assert row["dropped"] == 8 and row["gap_ranges"] == [(13, 13)]
+
+
+def test_a_later_report_naming_seqs_in_an_earlier_reports_counted_span_takes_them():
+    """Buffer-full rounds overlap: round 1 lists some ranges and counts the rest up to its
+    last_seq; round 2 drops older survivors inside that span and names them."""
+    fleet = Fleet()
+    feed(fleet, event(1), event(6), event(10))          # 2-5 and 7-9 missing
+    feed(fleet, event(11, "agent.events_dropped", data={   # names 2, counts 3 more in 3..9
+        "count": 4, "first_seq": 2, "last_seq": 9, "reason": "buffer_full",
+        "ranges": [[2, 2], [4, 4]]}))
+    feed(fleet, event(12, "agent.events_dropped", data={   # round 2 names 3 and 5
+        "count": 2, "first_seq": 3, "last_seq": 5, "reason": "buffer_full",
+        "ranges": [[3, 3], [5, 5]]}))
+    row = only_row(fleet)
+    assert row["gap_ranges"] == [(9, 9)]                # 7, 8 by round 1's count; 9 by nobody
+    assert row["dropped"] == 6
