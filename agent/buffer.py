@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
+import functools
+import json
 import logging
 import sqlite3
 import threading
@@ -28,8 +29,13 @@ EXPIRE_CHUNK = 20_000
 """Events expired per transaction (and per report)."""
 CACHE_KIB = 2048
 """SQLite's page cache per connection."""
-RESERVE_RETRY = 10.0
-"""Seconds between attempts to make the disk reserve again after it was used."""
+FREE_CHUNK = 500
+"""Deletes per transaction on a full disk, each followed by a checkpoint."""
+WAL_PAGES = 256
+"""SQLite checkpoints the write-ahead log every this many pages (1 MiB)."""
+WAL_LIMIT = 2 * 1024**2
+"""A WAL larger than this means checkpoints fail (a full disk): new events then wait, so
+that what the log holds never outgrows the disk reserve that deleting and checkpointing need."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -143,7 +149,9 @@ class Buffer:
         self._on_dropped = on_dropped
         self.ledger = SeqLedger(path)
         self.reserve = Reserve(path.with_name(path.name + ".reserve"), reserve_bytes)
-        self._reserve_tried = 0.0
+        self._wal = Path(f"{path}-wal")
+        self._blocked: StorageUnavailable | None = None
+        """Set while the WAL cannot be checkpointed: only deletes are written."""
         self._db: sqlite3.Connection | None = None
         self._readers = threading.local()
         self._generation = 0
@@ -197,6 +205,8 @@ class Buffer:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+        db.execute(f"PRAGMA journal_size_limit={WAL_PAGES * 4096}")
         return db
 
     def _open_db(self) -> None:
@@ -327,6 +337,13 @@ class Buffer:
         """
         if self._db is None:
             self.open()
+        if batch:
+            if self._blocked is not None:
+                self._checkpoint()
+            if not self.reserve.make():
+                raise StorageUnavailable(
+                    f"the disk is full: no room for the {self.reserve.size}-byte reserve that "
+                    "deleting published events needs (buffer.reserve)")
         acked = list(acked)
         try:
             result = self._commit(batch, acked)
@@ -339,36 +356,73 @@ class Buffer:
             last = LastRun(self._next_seq - 1, True, self._boot, self.ledger.reserved)
             self._account_for(last, self._reset(str(fault)))
             result = self._commit(batch, [])
-        if not self.reserve.held and time.monotonic() - self._reserve_tried > RESERVE_RETRY:
-            self._reserve_tried = time.monotonic()
-            if self.reserve.make():
-                log.info("buffer: the %d-byte disk reserve is back", self.reserve.size)
+        self._watch_wal()
         return result
 
     def free(self, acked: list[int]) -> None:
-        """Delete published events even on a full disk: the disk reserve is given up for the
-        write-ahead log if needed, and the log is truncated afterwards.
+        """Delete published events even on a full disk.
+
+        Deleting rewrites existing pages only, so it needs room in the write-ahead log, not in
+        the database: the log is checkpointed first (the disk reserve is given up if that needs
+        room) and after every ``FREE_CHUNK`` deletes, so it never grows.
 
         Raises:
             StorageUnavailable: not even the deletes could be written.
         """
         if self._db is None:
             self.open()
-        for attempt in itertools.count():
-            try:
-                self._commit([], acked)
-                break
-            except (sqlite3.Error, OSError) as err:
-                fault = classify(err)
-                if not isinstance(fault, StorageUnavailable):
-                    raise
-                if attempt or not self.reserve.release():
-                    raise fault from err
-                log.warning("buffer: %s; gave up the %d-byte disk reserve to delete published "
-                            "events", fault, self.reserve.size)
+        self._with_reserve(self._checkpoint)
+        for i in range(0, len(acked), FREE_CHUNK):
+            self._with_reserve(functools.partial(self._delete, acked[i:i + FREE_CHUNK]))
+
+    def _delete(self, seqs: list[int]) -> None:
+        try:
+            self._commit([], seqs)
+        except (sqlite3.Error, OSError) as err:
+            raise classify(err) or err from err
+        self._checkpoint()
+
+    def _with_reserve(self, write: Callable[[], None]) -> None:
+        """``write()``; on a full disk give up the reserve once and try again."""
+        try:
+            write()
+        except StorageUnavailable as fault:
+            if not self.reserve.release():
+                raise
+            log.warning("buffer: %s; gave up the %d-byte disk reserve to delete published "
+                        "events", fault, self.reserve.size)
+            write()
+
+    def _watch_wal(self) -> None:
+        try:
+            size = self._wal.stat().st_size
+        except OSError:
+            return
+        if size > WAL_LIMIT:
+            with contextlib.suppress(StorageUnavailable):
+                self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it.
+
+        Raises:
+            StorageUnavailable: the disk has no room for it; until it has, only deletes are
+                written (``commit`` of new events raises this too).
+        """
         assert self._db is not None
-        with contextlib.suppress(sqlite3.Error):
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        try:
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as err:
+            fault = classify(err)
+            if not isinstance(fault, StorageUnavailable):
+                raise
+            if self._blocked is None:
+                log.warning("buffer: the write-ahead log cannot be checkpointed (%s): new "
+                            "events wait in memory until it can", fault)
+            self._blocked = fault
+            raise fault from err
+        if not busy:
+            self._blocked = None
 
     def _commit(
         self, batch: list[Pending], acked: list[int]
@@ -382,11 +436,15 @@ class Buffer:
         db.execute("BEGIN IMMEDIATE")
         try:
             if acked:
+                # One statement text whatever the number of seqs: an IN list of N placeholders
+                # would be a new prepared statement for every N, each cached (tens of MiB).
+                seqs = json.dumps(acked)
                 freed = db.execute(
-                    f"SELECT count(*), coalesce(sum(length(payload)),0) FROM events "  # noqa: S608
-                    f"WHERE seq IN ({','.join('?' * len(acked))})", acked,
+                    "SELECT count(*), coalesce(sum(length(payload)),0) FROM events "
+                    "WHERE seq IN (SELECT value FROM json_each(?))", (seqs,),
                 ).fetchone()
-                db.executemany("DELETE FROM events WHERE seq=?", [(s,) for s in acked])
+                db.execute("DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?))",
+                           (seqs,))
                 depth -= freed[0]
                 size -= freed[1] + freed[0] * ROW_OVERHEAD
             rows = []

@@ -130,6 +130,8 @@ class Pipeline:
             await asyncio.sleep(ROOM_POLL)
 
     def _note_held_drops(self, dropped: list[Pending]) -> None:
+        if not dropped:
+            return
         with self._lock:
             first = not self._held_drops
             for pending in dropped:
@@ -296,7 +298,10 @@ class Pipeline:
                 return False
             if report is not None:
                 with self._lock:
-                    self._held_drops.clear()
+                    held, self._held_drops = self._held_drops, Counter()
+                self.dropped["hold_full"] += sum(held.values())
+                for (device, event_type), n in held.items():
+                    self.dropped_by[(device, event_type, "hold_full")] += n
             acks = []
             self._storage_recovered()
             self.last_commit_error = None
@@ -317,11 +322,7 @@ class Pipeline:
             return None
         count = sum(self._held_drops.values())
         why = f"hold_full: {self.storage_problem}" if self.storage_problem else "hold_full"
-        report = Dropped(count, None, None, why, kinds=dict(self._held_drops))
-        self.dropped[report.reason] += count
-        for (device, event_type), n in report.kinds.items():
-            self.dropped_by[(device, event_type, "hold_full")] += n
-        return self.dropped_event(report)
+        return self.dropped_event(Dropped(count, None, None, why))
 
     def _free(self, acks: list[int]) -> None:
         try:

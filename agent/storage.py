@@ -27,6 +27,10 @@ _OS_WRITE_FAULTS = {
 }
 
 
+MARGIN = 256 * 1024
+"""Free space the reserve leaves beside it when it is made."""
+
+
 class StorageUnavailable(Exception):
     """The buffer cannot be written now; nothing is wrong with its contents. Retry later."""
 
@@ -56,8 +60,9 @@ class Reserve:
     """A file of ``size`` bytes kept beside the buffer and given back when the disk is full.
 
     Deleting published events is what frees space, and a delete needs room in the write-ahead
-    log: the reserve is that room. It is released for deletes only (never for new events) and
-    made again once the filesystem has twice its size free.
+    log (and a checkpoint room in the database): the reserve is that room. It is released for
+    deletes only; new events are committed only while it is in place, so a full disk always
+    leaves the room to recover.
     """
 
     def __init__(self, path: Path, size: int) -> None:
@@ -69,12 +74,12 @@ class Reserve:
         return self.path.exists()
 
     def make(self) -> bool:
-        """Create the reserve if it is missing and there is room for it twice over."""
+        """True when the reserve is in place (made now if there is room) or turned off."""
         if self.size <= 0 or self.held:
-            return self.held
+            return True
         try:
             st = os.statvfs(self.path.parent)
-            if st.f_bavail * st.f_frsize < 2 * self.size:
+            if st.f_bavail * st.f_frsize < self.size + MARGIN:
                 return False
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o640)
             try:
@@ -86,6 +91,7 @@ class Reserve:
                 self.path.unlink()
             log.debug("buffer: cannot make the %d-byte disk reserve: %s", self.size, err)
             return False
+        log.info("buffer: %d bytes of disk kept in reserve (%s)", self.size, self.path)
         return True
 
     def release(self) -> bool:
