@@ -138,7 +138,7 @@ def test_a_full_buffer_never_drops_its_own_drop_reports(tmp_path):
     buf = make(tmp_path, max_bytes=4000)
     reports = []
     for i in range(40):
-        committed, drops = buf.commit([pending("eas.alarm", i) for _ in range(5)])
+        committed, _ = buf.commit([pending("eas.alarm", i) for _ in range(5)])
         reports += [e["seq"] for e in committed if e["type"] == "agent.events_dropped"]
     assert len(reports) > 3
     kept = {r.seq for r in buf.fetch(0, 10_000)}
