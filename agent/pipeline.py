@@ -137,7 +137,7 @@ class Pipeline:
             first = not self._held_drops
             for pending in dropped:
                 self._held_drops[(pending.device, pending.type)] += 1
-            self._queued -= len(dropped)
+        self._settled(len(dropped))
         if first:
             log.error("event buffer: the in-memory hold is full (%d events%s): dropping the "
                       "lowest priority first; the drop will be reported", self.spill.limit,
@@ -237,7 +237,7 @@ class Pipeline:
                     self._wakeup.wait(IDLE_WAKE)
                 stopping = self._stopping
             now = time.monotonic()
-            if self.storage_problem is not None and now < retry_at and not stopping:
+            if now < retry_at and not stopping:
                 # Still unwritable: deletes (what frees space) go on; events wait in the hold.
                 self._wakeup_wait(min(retry_at - now, IDLE_WAKE))
                 if (acks := self._take_acks()) and self._free(acks):
@@ -306,17 +306,21 @@ class Pipeline:
             acks = []
             self._storage_recovered()
             self.last_commit_error = None
-            with self._lock:
-                self._queued -= len(batch) - (report is not None)
-                if self._queued <= 0 and not len(self.spill):
-                    self._queued = 0
-                    self._idle.set()
+            self._settled(len(batch) - (report is not None))
             self._deliver(committed, drops)
             if self.buffer.reset_report is not None:
                 self.emit_agent("agent.events_dropped", self.buffer.reset_report.data())
                 self.buffer.reset_report = None
             if not len(self.spill):
                 return True
+
+    def _settled(self, count: int) -> None:
+        """``count`` emitted events are committed or dropped: wake ``wait_committed``."""
+        with self._lock:
+            self._queued -= count
+            if self._queued <= 0 and not len(self.spill):
+                self._queued = 0
+                self._idle.set()
 
     def _held_drops_report(self) -> Pending | None:
         if not self._held_drops:
