@@ -292,6 +292,14 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: no such file (set --config or {CONFIG_ENV})"]) from err
     except PermissionError as err:
         raise ConfigError([f"{path}: cannot read it: permission denied"]) from err
+    except IsADirectoryError as err:
+        raise ConfigError([f"{path}: is a directory, not a config file (set --config or "
+                           f"{CONFIG_ENV} to the .toml file)"]) from err
+    except OSError as err:
+        raise ConfigError([f"{path}: cannot read it: {err.strerror or err}"]) from err
+    except UnicodeDecodeError as err:
+        raise ConfigError([f"{path}: not a text file (TOML is UTF-8 text): {err.reason} at "
+                           f"byte {err.start}"]) from err
     except tomllib.TOMLDecodeError as err:
         raise ConfigError([f"{path}: not valid TOML: {err}"]) from err
 

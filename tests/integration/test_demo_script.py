@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from support import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -131,3 +131,41 @@ def test_the_real_command_exits_2(cfg_dir):
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert f"{path}: mqtt.prot: unknown key" in proc.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["--config", "{path}", "config", "check"],
+    ["config", "--config", "{path}", "check"],
+    ["config", "check", "--config", "{path}"],
+    ["config", "check", "-c", "{path}"],
+])
+def test_config_is_accepted_before_and_after_the_subcommand(cfg_dir, capsys, argv):
+    path = write(cfg_dir, GOOD)
+    assert main([a.format(path=path) for a in argv]) == 0
+    assert f"{path}: OK: store 0042" in capsys.readouterr().out
+
+
+def test_config_after_run_status_and_drivers_check_is_parsed():
+    from agent.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["run", "--config", "f.toml"], ["status", "-c", "f.toml"],
+                 ["drivers", "check", "replay", "--config", "f.toml"],
+                 ["selftest", "--walk", "-c", "f.toml"], ["tail", "-c", "f.toml", "--raw"]):
+        assert parser.parse_args(argv).config == "f.toml", argv
+    # given before the subcommand, a subcommand without the option keeps it
+    assert parser.parse_args(["-c", "f.toml", "status"]).config == "f.toml"
+
+
+@pytest.mark.parametrize(("make", "expected"), [
+    (lambda d: d, "is a directory, not a config file"),
+    (lambda d: (d / "bin.toml").write_bytes(b"[agent]\nstore_id = '\xff\xfe'\n") and d / "bin.toml",
+     "not a text file (TOML is UTF-8 text)"),
+])
+def test_a_directory_or_binary_file_as_config_is_one_line_and_exit_2(cfg_dir, capsys, make,
+                                                                       expected):
+    path = make(cfg_dir)
+    code, out = check(path, capsys)
+    assert code == 2
+    assert out == f"configuration error: {path}: {expected}" + out.split(expected, 1)[1]
+    assert out.count("\n") == 1 and "Traceback" not in out
