@@ -304,34 +304,33 @@ def _print_table(rows: Sequence[Sequence[Any]]) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _parser_with(parent: argparse.ArgumentParser) -> Callable[..., argparse.ArgumentParser]:
-    """A subparser class whose parsers also take ``parent``'s options."""
-    def make(**kwargs: Any) -> argparse.ArgumentParser:
-        return argparse.ArgumentParser(parents=[parent], **kwargs)
-    return make
+CONFIG_HELP = "config file (default: $AGENT_CONFIG or /etc/store-edge-agent/agent.toml)"
+
+
+class _SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser (and its own subcommands'): ``agent status -c F`` as well as
+    ``agent -c F status``. No default, so that it does not hide one given before."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_argument("-c", "--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    config_help = "config file (default: $AGENT_CONFIG or /etc/store-edge-agent/agent.toml)"
     parser = argparse.ArgumentParser(
         prog="agent", description="Store edge agent: loss-prevention hardware to MQTT events."
     )
     parser.add_argument("--version", action="version", version=f"store-edge-agent {__version__}")
-    parser.add_argument("-c", "--config", help=config_help)
-    # `agent status -c F` as well as `agent -c F status`: every subcommand takes the option too,
-    # without a default, so that it does not hide one given before the subcommand.
-    after = argparse.ArgumentParser(add_help=False)
-    after.add_argument("-c", "--config", default=argparse.SUPPRESS, help=config_help)
+    parser.add_argument("-c", "--config", help=CONFIG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
-                                parser_class=_parser_with(after))
+                                parser_class=_SubcommandParser)
 
     p = sub.add_parser("run", help="run the service in the foreground")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("config", help="configuration commands")
-    csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True,
-                            parser_class=_parser_with(after))
+    csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
     c = csub.add_parser("check", help="validate the config file and exit")
     c.set_defaults(func=cmd_config_check)
 
@@ -341,8 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true",
                    help="show each driver's emitted types, actions and config keys")
     p.set_defaults(func=cmd_drivers, drivers_command=None)
-    dsub = p.add_subparsers(dest="drivers_command", metavar="SUBCOMMAND",
-                            parser_class=_parser_with(after))
+    dsub = p.add_subparsers(dest="drivers_command", metavar="SUBCOMMAND")
     c = dsub.add_parser("check", help="run the conformance kit on installed drivers (exit 1 if a "
                         "check fails)")
     c.add_argument("names", nargs="*", metavar="NAME", help="driver names (default: all installed)")
