@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from agent.errors import AgentError
-from agent.units import format_clock
+from agent.units import format_clock, format_duration
 
 if TYPE_CHECKING:
     from agent.config import Settings
@@ -255,22 +255,41 @@ class Driver:
         return bool(self._online)
 
     def set_online(self) -> None:
-        """Report the device reachable; emits ``device.online`` only on a change."""
+        """Report the device reachable; emits ``device.online`` and logs it only on a change
+        (after an outage, with how long it lasted and why)."""
         with self._lock:
             if self._online:
                 return
+            outage = self._online is False
+            down_since, reason = self._state.get("since"), self._state.pop("reason", None)
             self._online = True
-            self._state.pop("reason", None)
         self.emit("device.online")
-        self.update_state(online=True, since=time.time())
+        now = time.time()
+        if outage and down_since is not None:
+            self.log.info("online again after %s offline (%s)",
+                          format_duration(now - down_since), reason)
+        else:
+            self.log.info("online")
+        self.update_state(online=True, since=now)
 
     def set_offline(self, reason: str) -> None:
-        """Report the device lost; emits ``device.offline`` with ``reason`` only on a change."""
+        """Report the device lost: one ``device.offline`` (and one log line) per outage.
+
+        While it stays offline, a new ``reason`` (a port that was lost and now cannot be
+        opened) only replaces the one in the retained state: a dashboard counting
+        ``device.offline`` events counts outages.
+        """
         with self._lock:
-            if self._online is False and self._state.get("reason") == reason:
-                return
+            outage = self._online is False
+            previous = self._state.get("reason")
             self._online = False
+        if outage:
+            if reason != previous:
+                self.log.debug("still offline: %s", reason)
+                self.update_state(reason=reason)
+            return
         self.emit("device.offline", {"reason": reason})
+        self.log.warning("offline: %s", reason)
         self.update_state(online=False, since=time.time(), reason=reason)
 
     def update_state(self, **fields: Any) -> None:

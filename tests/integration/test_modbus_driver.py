@@ -107,9 +107,12 @@ async def test_server_down_and_up_counts_what_happened_meanwhile(tmp_path, ctl):
         offline = await h.wait_for("device.offline")
         assert str(ctl.port) in offline["data"]["reason"]
         assert not (await h.driver.health())[0].ok
+        # "connection lost", then reconnecting fails: the later reason goes into the state only
+        await h.wait_state(lambda s: "cannot connect" in s.get("reason", ""))
         await ctl.start()  # same counters: a network outage, not a reboot
         await ctl.alarm("out", 2)
         await h.wait_for("device.online", count=2)
+        assert len(h.of_type("device.offline")) == 1, "one device.offline per outage"
         await h.wait_for("eas.alarm", count=2)
         assert (await h.driver.health())[0].ok
 
