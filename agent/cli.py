@@ -193,7 +193,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from agent import control
     from agent.errors import ControlError
-    from agent.status import render_status
+    from agent.status import problems, render_status
 
     sock = _control_socket(args)
     try:
@@ -202,10 +202,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return _refused(args, err, EXIT_UNREACHABLE)
     status = reply["agent"]
     print(json.dumps(status, indent=2) if args.json else render_status(status))
-    healthy = status["broker"]["connected"] and all(
-        d["online"] or d["finished"] for d in status["devices"].values()
-    )
-    return EXIT_OK if healthy else EXIT_FAIL
+    return EXIT_FAIL if problems(status) else EXIT_OK
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -398,6 +395,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `agent status --json | head`: the reader is gone; no traceback, and none at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAIL
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ _base_dir: ContextVar[Path | None] = ContextVar("config_base_dir", default=None)
 
 def _relative_to_config(value: Path) -> Path:
     base = _base_dir.get()
-    return value if value.is_absolute() or base is None else base / value
+    # resolved: `agent status` and error messages show /srv/demo/var, not /srv/demo/../var
+    return value if value.is_absolute() or base is None else (base / value).resolve()
 
 
 ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]

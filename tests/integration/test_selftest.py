@@ -142,6 +142,9 @@ def test_a_dead_pedestal_fails_at_the_stimulus_with_a_detail_a_technician_unders
     assert "exit1: FAIL" in result.stdout
     failed = subscriber.wait_events(1, "selftest.failed")[0]
     assert "alarm" in failed["data"]["summary"]
+    status = agent.run_cli("status")  # broker and devices are fine; the exit is not
+    assert status.returncode == 1, status.stdout + status.stderr
+    assert status.stdout.splitlines()[-1] == "attention: exit exit1: last self-test FAIL"
     assert agent.stop() == 0
 
 
