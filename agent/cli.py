@@ -255,6 +255,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
         run_through_service,
     )
     from agent.selftest.report import ProgressPrinter, junit_xml
+    from agent.units import plural
 
     out = sys.stderr if args.json else sys.stdout
     show = ProgressPrinter(lambda line: print(line, file=out, flush=True))
@@ -290,7 +291,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
         print(json.dumps(reports, indent=2))
     else:
         verdicts = ", ".join(f"{r['exit']} {r['result'].upper()}" for r in reports)
-        print(f"\n{len(reports)} exit{'s' if len(reports) != 1 else ''} tested ({where}): "
+        print(f"\n{plural(len(reports), 'exit')} tested ({where}): "
               f"{verdicts}")
     return EXIT_OK if all(r["result"] == "pass" for r in reports) else EXIT_FAIL
 

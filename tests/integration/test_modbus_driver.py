@@ -187,6 +187,9 @@ async def test_simulate_mode_alarm_reaches_the_driver_through_modbus(tmp_path):
         await h.wait_for("eas.alarm", count=2, where=lambda e: e["data"]["direction"] == "in")
         with pytest.raises(ValueError, match="unknown command"):
             await h.driver.simulate("explode", {})
+        with pytest.raises(ValueError) as bad:  # what `agent sim ... count=abc` prints
+            await h.driver.simulate("alarm", {"count": "abc"})
+        assert str(bad.value) == "alarm: count='abc' is not a whole number (e.g. count=1)"
 
 
 def test_modbus_end_to_end_through_agent_and_broker(tmp_path, broker, subscriber, agents):
