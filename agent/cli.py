@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -146,8 +147,6 @@ def cmd_drivers(args: argparse.Namespace) -> int:
 
 
 def cmd_drivers_check(args: argparse.Namespace) -> int:
-    import logging
-
     from agent.conformance import CHECKS, run_check
     from agent.registry import discover
 
@@ -245,24 +244,20 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
-    from agent import logs
     from agent.commands import CommandError
     from agent.errors import AgentNotRunning, ControlError
-    from agent.selftest.console import (
-        ConsoleOperator,
-        ask_stdin,
-        run_in_process,
-        run_through_service,
-    )
+    from agent.selftest.console import Terminal, run_through_service
     from agent.selftest.report import ProgressPrinter, junit_xml
     from agent.units import plural
 
     out = sys.stderr if args.json else sys.stdout
     show = ProgressPrinter(lambda line: print(line, file=out, flush=True))
+    terminal = Terminal()
     path = _control_socket(args)
+    log_note = ""
     try:
         try:
-            reports = run_through_service(path, args.exit, args.walk, show, ask_stdin)["reports"]
+            reports = run_through_service(path, args.exit, args.walk, show, terminal)["reports"]
             where = "the running agent"
         except AgentNotRunning as err:
             try:
@@ -275,9 +270,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
                     f"{problem.problems[0]}"), EXIT_UNREACHABLE)
             print(f"agent selftest: no agent service is running ({path}); running the self-test "
                   "in-process", file=sys.stderr, flush=True)
-            logs.setup("warning")
-            operator = ConsoleOperator(show, ask_stdin)
-            reports = run_in_process(config, args.exit, args.walk, operator)
+            reports, log_note = _selftest_in_process(args, config, show, terminal)
             where = "in-process"
     except ControlError as err:
         return _refused(args, err, EXIT_UNREACHABLE)
@@ -291,9 +284,49 @@ def cmd_selftest(args: argparse.Namespace) -> int:
         print(json.dumps(reports, indent=2))
     else:
         verdicts = ", ".join(f"{r['exit']} {r['result'].upper()}" for r in reports)
-        print(f"\n{plural(len(reports), 'exit')} tested ({where}): "
-              f"{verdicts}")
+        print(f"\n{plural(len(reports), 'exit')} tested ({where}): {verdicts}")
+    if log_note:
+        print(log_note, file=sys.stderr)
     return EXIT_OK if all(r["result"] == "pass" for r in reports) else EXIT_FAIL
+
+
+def _selftest_in_process(args: argparse.Namespace, config: Config, show: Any,
+                         terminal: Any) -> tuple[list[dict[str, Any]], str]:
+    """Run the self-tests here; the agent's log goes to a file, not into the table.
+
+    Returns the reports and a line saying where the log is and how many warnings it has.
+    """
+    from agent import logs
+    from agent.selftest.console import ConsoleOperator, run_in_process
+    from agent.units import plural
+
+    log_path = config.settings.agent.data_dir / "selftest" / "in-process.log"
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_file = log_path.open("a", encoding="utf-8")
+    except OSError:
+        logs.setup("error")  # nowhere to keep it: only errors, on the terminal
+        return run_in_process(config, args.exit, args.walk, ConsoleOperator(show, terminal)), ""
+    counter = _LevelCounter()
+    with log_file:
+        logs.setup("info", stream=log_file)
+        logging.getLogger().addHandler(counter)
+        reports = run_in_process(config, args.exit, args.walk, ConsoleOperator(show, terminal))
+    note = f"the agent's log of this run: {log_path}"
+    if counter.count:
+        note += f" ({plural(counter.count, 'warning')} or errors)"
+    return reports, note
+
+
+class _LevelCounter(logging.Handler):
+    """Counts the warnings and errors logged during an in-process self-test."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
 
 
 def _print_table(rows: Sequence[Sequence[Any]]) -> None:

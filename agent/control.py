@@ -85,6 +85,8 @@ class ControlServer:
                 finally:
                     listener.cancel()
                 reply = {"status": "ok", **task.result()}
+            except ConnectionError:
+                raise  # the client went away: nobody to answer (the command was cancelled)
             except (CommandError, json.JSONDecodeError, UnicodeDecodeError) as err:
                 reply = {"status": "error", "error": str(err)}
             except Exception as err:
@@ -100,13 +102,17 @@ class ControlServer:
 
 async def _listen(reader: asyncio.StreamReader, answers: asyncio.Queue[dict[str, Any]],
                   task: asyncio.Task[dict[str, Any]]) -> None:
-    """Queue each JSON object line the client sends while its command runs; a client that goes
-    away (Ctrl-C, lost session) cancels the command: a walk test nobody watches must end."""
+    """Queue each JSON object line the client sends while its command runs. ``{"cancel":
+    true}`` (the technician's Ctrl-C) cancels the command and the client still gets its reply;
+    a client that goes away (lost session) cancels it too: a walk test nobody watches must end."""
     with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ValueError):
         while line := await reader.readline():
             with contextlib.suppress(ValueError):
                 message = json.loads(line)
-                if isinstance(message, dict):
+                if isinstance(message, dict) and message.get("cancel") is True:
+                    log.info("control client asked to stop its command")
+                    task.cancel()
+                elif isinstance(message, dict):
                     await answers.put(message)
     if not task.done():
         log.info("control client went away: cancelling its command")

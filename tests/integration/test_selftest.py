@@ -214,6 +214,29 @@ def test_in_process_when_no_service_runs(tmp_path, broker, subscriber):
     assert not subscriber.events("agent.started")  # not the service starting
 
 
+def test_in_process_run_keeps_log_noise_out_of_the_terminal(tmp_path):
+    """Broker down, a simulated camera started and stopped with the run: the terminal shows the
+    table and the verdict; the agent's log (broker unreachable...) goes to a file, named."""
+    devices = {**exit1(), "cam": {"driver": "onvif", "simulate": True, **FAST_CAM}}
+    cfg = agent_config(tmp_path, None, devices, exits={"exit1": {  # no broker listens
+        "eas": "exit1-eas", "door": "exit1-door", "test_tag": "exit1-testtag"}})
+    path = tmp_path / "agent.toml"
+    from agent.testing import write_config
+
+    write_config(path, cfg)
+    result = subprocess.run([AGENT_BIN, "--config", str(path), "selftest"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    terminal = result.stdout + result.stderr
+    for noise in ("ERROR", "WARNING", "Unclosed", "did not stop", "Traceback", "retrying in"):
+        assert noise not in terminal, terminal
+    table = rows(result.stdout)
+    assert table["broker"].startswith("warn") and table["alarm"].startswith("pass")
+    log_path = Path(cfg["agent"]["data_dir"]) / "selftest" / "in-process.log"
+    assert result.stderr.splitlines()[-1].startswith(f"the agent's log of this run: {log_path}")
+    assert "ERROR agent.publisher: broker 127.0.0.1" in log_path.read_text()
+
+
 def test_no_test_tag_is_incomplete_not_pass(tmp_path, broker, agents):
     devices = exit1()
     del devices["exit1-testtag"]["sim_drives"]
