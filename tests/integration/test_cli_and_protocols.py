@@ -49,6 +49,25 @@ def test_tail_prints_one_readable_line_per_event(tmp_path, broker, agents):
     assert "r1" in alarm and "direction=out" in alarm and "level=3" in alarm and "[exit1]" in alarm
 
 
+def test_tail_raw_is_json_lines_with_retained_payloads_whole(tmp_path, broker, agents):
+    agent = AgentProcess(tmp_path / "a", agent_config(tmp_path, broker, replay(
+        tmp_path, [{"type": "door.opened", "delay": 0.5}], loop=True, rate=2)))
+    agents.append(agent)
+    agent.start(wait_connected=True)
+    wait_until(lambda: agent.run_cli("status").returncode == 0, 10, "the agent healthy")
+    result = agent.run_cli("tail", "--raw", "-n", "2", "--timeout", "20")
+    agent.stop()
+    assert result.returncode == 0, result.stderr
+    messages = [json.loads(line) for line in result.stdout.splitlines()]  # every line is JSON
+    status = next(m for m in messages if m["topic"] == "retail/t1/agent/status")
+    assert status["retained"] is True and status["payload"]["storeid"] == "t1"
+    assert len(json.dumps(status["payload"])) > 200  # whole, not cut at 200 characters
+    events = [m for m in messages if "/events/" in m["topic"]]
+    assert len(events) == 2 and all(m["payload"]["type"] == "door.opened" for m in events)
+    plain = agent.run_cli("tail", "--timeout", "2")  # the retained messages arrive at once
+    assert "state of" not in plain.stdout and "agent status updated" not in plain.stdout
+
+
 def test_schema_is_json_with_every_type(tmp_path):
     out = subprocess.run([AGENT_BIN, "schema"], capture_output=True, text=True, check=True).stdout
     schema = json.loads(out)
