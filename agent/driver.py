@@ -284,8 +284,8 @@ class Driver:
             previous = self._state.get("reason")
             self._online = False
         if outage:
+            self.log.debug("still offline: %s", reason)  # every failed retry, for support
             if reason != previous:
-                self.log.debug("still offline: %s", reason)
                 self.update_state(reason=reason)
             return
         self.emit("device.offline", {"reason": reason})

@@ -108,6 +108,7 @@ class ModbusDriver(Driver):
         try:
             while True:
                 client = self._client()
+                self.log.debug("connecting to %s", self._where())
                 try:
                     if not await client.connect():
                         raise PollError(f"cannot connect to {self._where()}")

@@ -135,6 +135,7 @@ class OnvifDriver(Driver):
         # Read for every attempt: a corrected password file needs no agent restart.
         cam = Camera(host, port, username, await self._password(),
                      request_timeout=cfg.request_timeout, lifetime=cfg.subscription_lifetime)
+        self.log.debug("connecting to camera %s:%s as %r", host, port, username or "(anonymous)")
         try:
             await cam.connect(want_profiles=bool(cfg.snapshot_on))
             self._clock(cam.offset)

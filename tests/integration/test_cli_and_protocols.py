@@ -11,7 +11,16 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from support import AGENT_BIN, AgentProcess, Broker, Subscriber, agent_config, wait_until, write_jsonl
+from support import (
+    AGENT_BIN,
+    AgentProcess,
+    Broker,
+    Subscriber,
+    agent_config,
+    free_port,
+    wait_until,
+    write_jsonl,
+)
 
 
 def replay(tmp, events, **kw):
@@ -181,3 +190,30 @@ def test_client_certificate_is_required_and_used(tmp_path, agents):
         sub.close()
     finally:
         broker.stop()
+
+
+def test_debug_log_tells_support_what_happens_and_never_a_secret(tmp_path, broker, agents):
+    secret = "s3cr3t-Pa55word"
+    (tmp_path / "mqtt.pass").write_text(secret + "\n")
+    cfg = agent_config(tmp_path, broker, {"plc": {
+        "driver": "modbus", "host": "127.0.0.1", "tcp_port": free_port(), "timeout": "200ms",
+        "retries": 0, "reconnect_min": "100ms", "reconnect_max": "200ms",
+        "registers": [{"name": "alarms", "table": "input", "address": 0,
+                       "on_increment": {"type": "eas.alarm", "data": {"direction": "out"}}}]}})
+    cfg["agent"]["log_level"] = "debug"
+    cfg["mqtt"].update(username="store", password_file=str(tmp_path / "mqtt.pass"))
+    agent = AgentProcess(tmp_path / "a", cfg)
+    agents.append(agent)
+    agent.start(wait_connected=True)
+    agent.run_cli("sim", "gpio", "nosuch", "on")  # a refused control request
+    assert agent.run_cli("status").returncode == 1  # the controller is down
+    wait_until(lambda: agent.output().count("DEBUG drivers.modbus: still offline") >= 2, 10,
+               "retries in the debug log")
+    assert agent.stop() == 0
+    log = agent.output()
+    assert "DEBUG drivers.modbus: connecting to 127.0.0.1:" in log  # each attempt
+    assert "WARNING drivers.modbus: offline: cannot connect to 127.0.0.1:" in log  # once
+    assert "DEBUG agent.control: control request status" in log
+    assert "DEBUG agent.control: control request status answered ok in" in log
+    assert "DEBUG agent.control: control request refused: no device 'nosuch'" in log
+    assert secret not in log
