@@ -118,7 +118,7 @@ class OnvifDriver(Driver):
                 await asyncio.wait({worker}, timeout=0.3)
             if self.fake is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.fake.stop(), 1.0)
+                    await asyncio.wait_for(self.fake.stop(), 0.5)  # the 2 s stop budget
                 self.fake = None
 
     async def _session(self, host: str, port: int, username: str, *,
