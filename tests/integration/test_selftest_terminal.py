@@ -149,3 +149,21 @@ def test_a_bare_enter_skips_the_question_and_latencies_share_one_unit(tmp_path, 
     assert answer.split()[0] == "skip" and answer.endswith("no answer from the technician")
     latencies = re.findall(r"^  \S.{23} \S+\s+(\d+(?:\.\d+)? \S+)  ", screen, re.MULTILINE)
     assert latencies and all(lat.endswith(" ms") for lat in latencies), latencies
+
+
+def test_ctrl_c_in_process_at_the_question_ends_with_the_report(tmp_path, broker, terminals):
+    from agent.testing import write_config
+
+    path = tmp_path / "agent.toml"
+    write_config(path, config(tmp_path, broker, exit1(), walk_within="1s"))
+    term = Terminal([AGENT_BIN, "--config", str(path), "selftest", "--walk"])
+    terminals.append(term)
+    term.expect("running the self-test in-process")
+    term.expect("??? Did the sounder sound", timeout=30)  # nobody walked: 1 s per step
+    term.type("\x03")
+    assert term.wait(20) == 1
+    screen = term.screen
+    assert "(Ctrl-C)" in screen  # the open question is closed on its line
+    assert row(screen, "aborted").startswith("FAIL") and row(screen, "restore")
+    assert "1 exit tested (in-process): exit1 FAIL" in screen
+    assert "Traceback" not in screen and "ERROR" not in screen
