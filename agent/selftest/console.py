@@ -131,8 +131,8 @@ def run_through_service(path: Path, exit_name: str | None, walk: bool, show: Sho
             if kind == "lost":
                 raise ControlError(f"lost the connection to the agent: {value}")
             if kind == "answer":
-                if question is not None and value is not None:
-                    _send(session, {"answer": value})
+                if question is not None:  # end of input: an empty answer, the step is skipped
+                    _send(session, {"answer": value or ""})
                 question = None
                 continue
             if question is not None:  # the service went on: the question's time was up
