@@ -144,8 +144,9 @@ def _must_exist(path: Path, what: str) -> None:
         pass
 
 
-MIN_BUFFER_BYTES = 16 * 1024
-"""The smallest ``buffer.max_bytes``: some dozens of events while the broker is away."""
+MIN_BUFFER_BYTES = 1024
+"""The smallest ``buffer.max_bytes``: below it not even one ordinary event fits (0 is a typo,
+not a setting)."""
 
 
 class BufferSection(_Section):

@@ -97,8 +97,8 @@ def test_relative_paths_are_relative_to_the_config_file(cfg_dir):
     (("[mqtt]\nport = 1883", "[mqtt]\nport = 1883\nreconnect_min = '2m'\nreconnect_max = '30s'"),
      "mqtt.reconnect_max: got '30s': must not be below reconnect_min (2m)"),
     (('max_bytes = "64MiB"', "max_bytes = 0"),
-     "buffer.max_bytes: got 0: too small: at least 16.0KiB, room for the events of a broker outage"),
-    (('max_bytes = "64MiB"', 'max_bytes = "2kB"'), "buffer.max_bytes: got '2kB': too small"),
+     "buffer.max_bytes: got 0: too small: at least 1.0KiB, room for the events of a broker outage"),
+    (('max_bytes = "64MiB"', 'max_bytes = "500B"'), "buffer.max_bytes: got '500B': too small"),
     # plain words
     (('store_id = "0042"', "store_id = 42"),
      'agent.store_id: got 42: must be text: put the value in quotes, e.g. store_id = "0042"'),
