@@ -8,11 +8,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, overload
 
 from pydantic import BaseModel, ConfigDict
 
 from agent.errors import AgentError
+from agent.events import rfc3339
 from agent.units import format_clock, format_duration
 
 if TYPE_CHECKING:
@@ -25,7 +26,18 @@ __all__ = [
     "DriverConfig",
     "DriverContext",
     "HealthCheck",
+    "timestamp",
 ]
+
+
+@overload
+def timestamp(epoch: float) -> str: ...
+@overload
+def timestamp(epoch: None) -> None: ...
+def timestamp(epoch: float | None) -> str | None:
+    """A time for the retained state: RFC 3339 UTC with milliseconds, like every time the agent
+    publishes (``None`` stays ``None``: never happened)."""
+    return None if epoch is None else rfc3339(epoch)
 
 
 CONDITION_TYPES: dict[str, tuple[str, str | None]] = {
@@ -162,6 +174,8 @@ class Driver:
         )
         self._lock = threading.Lock()
         self._online: bool | None = None
+        self._offline_at: float | None = None
+        """When the current outage began (``since`` in the state is text)."""
         self._state: dict[str, Any] = {"online": False, "since": None}
         self._conditions: dict[str, tuple[float, str]] = {}
 
@@ -270,7 +284,7 @@ class Driver:
             if self._online:
                 return
             outage = self._online is False
-            down_since, reason = self._state.get("since"), self._state.pop("reason", None)
+            down_since, reason = self._offline_at, self._state.pop("reason", None)
             self._online = True
         self.emit("device.online")
         now = time.time()
@@ -279,7 +293,7 @@ class Driver:
                           format_duration(now - down_since), reason)
         else:
             self.log.info("online")
-        self.update_state(online=True, since=now)
+        self.update_state(online=True, since=timestamp(now))
 
     def set_offline(self, reason: str) -> None:
         """Report the device lost: one ``device.offline`` (and one log line) per outage.
@@ -299,7 +313,8 @@ class Driver:
             return
         self.emit("device.offline", {"reason": reason})
         self.log.warning("offline: %s", reason)
-        self.update_state(online=False, since=time.time(), reason=reason)
+        self._offline_at = time.time()
+        self.update_state(online=False, since=timestamp(self._offline_at), reason=reason)
 
     def update_state(self, **fields: Any) -> None:
         """Merge ``fields`` into the device's retained state and publish it."""

@@ -12,7 +12,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.framer import FramerType
 
 from agent.backoff import Backoff
-from agent.driver import ActionError, Conformance, Driver, HealthCheck
+from agent.driver import ActionError, Conformance, Driver, HealthCheck, timestamp
 from agent.units import format_duration
 from drivers.modbus.config import PARITY, ModbusConfig, RegisterEntry
 from drivers.modbus.counters import CounterStore
@@ -213,7 +213,7 @@ class ModbusDriver(Driver):
                           "wrapped around" if kind == "wrap" else "controller restarted or "
                           "counter reset", delta)
         self.update_state(last_counter_event={"register": entry.name, "kind": kind,
-                                              "counted": delta, "at": time.time()})
+                                              "counted": delta, "at": timestamp(time.time())})
 
     def _counters(self) -> list[tuple[int, RegisterEntry, Tracker]]:
         return [(i, r, t) for i, (r, t) in enumerate(zip(self.config.registers, self.trackers,
@@ -260,7 +260,7 @@ class ModbusDriver(Driver):
     def _publish_values(self) -> None:
         values = {r.name: t.value for r, t in zip(self.config.registers, self.trackers,
                                                   strict=True)}
-        self.update_state(values=values, polls=self.polls, last_poll_at=self.last_poll_at)
+        self.update_state(values=values, polls=self.polls, last_poll_at=timestamp(self.last_poll_at))
 
     async def health(self) -> list[HealthCheck]:
         age = None if self.last_poll_at is None else time.time() - self.last_poll_at
