@@ -137,6 +137,7 @@ def test_a_dead_pedestal_fails_at_the_stimulus_with_a_detail_a_technician_unders
     assert "no eas.alarm from exit1-eas within 1 s of energising test tag exit1-testtag" in \
         table["alarm"]
     assert "the pedestal did not detect the tag" in table["alarm"]
+    assert "(waited 2 s, to tell a late alarm from none)" in table["alarm"]  # 1 s + as much
     assert table["link eas"].startswith("pass")  # the input is fine: the pedestal is not
     assert table["restore"].startswith("pass")
     assert "exit1: FAIL" in result.stdout
