@@ -79,6 +79,29 @@ class SelftestPlan(_Open):
     postponed: Postponed | None = None
 
 
+class StatusOutputDrop(_Open):
+    count: int
+    first_seq: int | None
+    last_seq: int | None
+    reason: str
+
+
+class StatusOutput(_Open):
+    """One ``[outputs.<name>]`` (docs/vms.md)."""
+
+    kind: str
+    target: str
+    connected: bool = Field(description="the last delivery attempt worked")
+    cursor: int = Field(description="the last seq delivered or skipped")
+    lag_events: int
+    lag_s: float
+    delivered: int
+    skipped: int
+    dropped: int = Field(description="events the buffer dropped before this output had them")
+    last_error: str | None
+    last_drop: StatusOutputDrop | None
+
+
 class Status(_Open):
     """``agent/status``: what ``agent status --json`` shows, refreshed every status_interval."""
 
@@ -94,6 +117,8 @@ class Status(_Open):
     devices: dict[str, StatusDevice]
     last_selftest: dict[str, SelftestSummary]
     selftest_schedule: dict[str, SelftestPlan]
+    outputs: dict[str, StatusOutput] = Field(default_factory=dict,
+                                             description="present when outputs are configured")
 
 
 class SelftestStepReport(_Open):

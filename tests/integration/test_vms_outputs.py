@@ -15,6 +15,7 @@ from support import AgentProcess, Broker, agent_config, metrics_port, wait_until
 from test_storage_faults import fill, small_disk  # noqa: F401 (a fixture)
 from vms_fakes import FakeHttp, FakeTcp, FakeUdp, analytics_events, exacq_transactions
 
+from agent.asyncapi import Status
 from agent.testing import write_config
 
 SECRET = b"s3cret-hook-key"
@@ -113,7 +114,9 @@ def test_each_kind_receives_the_alarm_in_its_format_with_the_exit_camera(
         assert all(t[0].startswith("eas.alarm exit") for t in transactions)
         assert all(len(line) <= 80 for line in exacq.lines())
 
-        state = status(agent)["outputs"]
+        whole = status(agent)
+        Status.model_validate(whole)  # as the AsyncAPI document describes agent/status
+        state = whole["outputs"]
         assert set(state) == set(outputs)
         for name, out in state.items():
             assert out["delivered"] == 4, (name, out)
