@@ -15,6 +15,8 @@ from agent.outputs.base import DeliveryError
 
 MAX_REPLY = 4096
 """Bytes of a target's answer that are read and reported at most."""
+REPLY_PAUSE = 0.2
+"""Seconds of silence after the first bytes of an answer that end it."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,8 @@ def tcp_exchange(host: str, port: int, data: bytes, *, timeout: float, reply: bo
         with contextlib.suppress(TimeoutError):
             while sum(map(len, chunks)) < MAX_REPLY and (chunk := sock.recv(MAX_REPLY)):
                 chunks.append(chunk)
+                # A server that answers and keeps the connection open: a pause ends the answer.
+                sock.settimeout(REPLY_PAUSE)
         return b"".join(chunks)[:MAX_REPLY]
     except OSError as err:
         raise DeliveryError(f"tcp {host}:{port}: {err.strerror or err}") from err

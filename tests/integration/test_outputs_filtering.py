@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -112,3 +115,34 @@ def test_webhook_over_https_with_a_private_ca_and_without_it(tmp_path):
             refused["answer"]
     finally:
         hook.stop()
+
+
+def test_analytics_over_tcp_to_a_server_that_answers_and_keeps_the_connection_open(tmp_path):
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        sock, _ = listener.accept()
+        held.append(sock)
+        data = b""
+        while b"</AnalyticsEvent>" not in data:
+            data += sock.recv(4096)
+        sock.sendall(b"<AnalyticsEventReply>OK</AnalyticsEventReply>")  # and keeps it open
+
+    threading.Thread(target=serve, daemon=True).start()
+    outputs = {"xp": {"kind": "milestone_analytics", "transport": "tcp", "host": "127.0.0.1",
+                      "port": listener.getsockname()[1], "timeout": "5s",
+                      "exits": {"exit1": "Front"}}}
+    try:
+        for _, outs in running(tmp_path, outputs):
+            began = time.monotonic()
+            result = outs.test("xp", "t1")
+            took = time.monotonic() - began
+        assert result["delivered"] is True
+        assert result["answer"].endswith("it answered: <AnalyticsEventReply>OK"
+                                         "</AnalyticsEventReply>")
+        assert took < 2, f"waited {took:.1f} s for a server that keeps the connection open"
+    finally:
+        listener.close()
+        for sock in held:
+            sock.close()
