@@ -159,6 +159,11 @@ def _remove(db: sqlite3.Connection, where: str, *params: Any) -> _Removed:
     return _Removed(int(count), int(size))
 
 
+def _unseen(seqs: list[int], reason: str) -> Dropped:
+    """The broker's report of a drop: the seqs it never had (the others waited for an output)."""
+    return Dropped(len(seqs), min(seqs), max(seqs), reason, _ranges(seqs))
+
+
 class Buffer:
     """The SQLite buffer. Writes come from one thread; ``fetch`` may run on another.
 
@@ -217,6 +222,11 @@ class Buffer:
     @property
     def is_open(self) -> bool:
         return self._db is not None
+
+    @property
+    def nearly_full(self) -> bool:
+        """At the level a full buffer drops down to: the next commits may drop events."""
+        return self._bytes >= self.max_bytes * DROP_TO
 
     def open(self) -> None:
         """Open (or create) the buffer and account for every seq the last run handed out.
@@ -562,22 +572,22 @@ class Buffer:
             db.executemany(_INSERT, rows)
             depth += len(rows)
             if size > self.max_bytes:
-                dropped, freed_bytes, kinds = self._drop_to(
+                dropped, freed_bytes, kinds, unseen = self._drop_to(
                     db, size - int(self.max_bytes * DROP_TO))
                 size -= freed_bytes
                 depth -= len(dropped)
-                report = Dropped(len(dropped), min(dropped), max(dropped), "buffer_full",
-                                 _ranges(dropped), dict(kinds))
-                drops.append(report)
-                env = self._on_dropped(report).envelope
-                env["seq"] = next_seq
-                payload = dumps(env)
-                db.execute(_INSERT,
-                           (next_seq, 3, time.time(), env["deviceid"], env["type"], payload))
-                committed.append(env)
-                next_seq += 1
-                size += len(payload) + ROW_OVERHEAD
-                depth += 1
+                drops.append(Dropped(len(dropped), min(dropped), max(dropped), "buffer_full",
+                                     _ranges(dropped), dict(kinds)))
+                if unseen:  # the broker's report names only what the broker never got
+                    env = self._on_dropped(_unseen(unseen, "buffer_full")).envelope
+                    env["seq"] = next_seq
+                    payload = dumps(env)
+                    db.execute(_INSERT,
+                               (next_seq, 3, time.time(), env["deviceid"], env["type"], payload))
+                    committed.append(env)
+                    next_seq += 1
+                    size += len(payload) + ROW_OVERHEAD
+                    depth += 1
             db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -654,22 +664,26 @@ class Buffer:
 
     def _drop_to(
         self, db: sqlite3.Connection, need: int
-    ) -> tuple[list[int], int, Counter[tuple[str, str]]]:
-        """Delete lowest-priority, oldest events until ``need`` bytes are freed.
+    ) -> tuple[list[int], int, Counter[tuple[str, str]], list[int]]:
+        """Delete lowest-priority, oldest events until ``need`` bytes are freed; returns their
+        seqs, the bytes, (device, type) counts, and the seqs the broker had not acknowledged.
 
         There is no index on priority (it would cost a page write per commit): each priority is
         read in seq order, the primary key's, and the scan stops as soon as enough is freed.
         Drop reports are never dropped: the seqs they name would become unannounced losses.
         """
         dropped: list[int] = []
+        unseen: list[int] = []
         kinds: Counter[tuple[str, str]] = Counter()
         freed = 0
         for priority in PRIORITIES:
             cursor = db.execute(
-                "SELECT seq, length(payload), device, type FROM events WHERE priority=? "
-                "AND type != 'agent.events_dropped' ORDER BY seq", (priority,))
-            for seq, length, device, event_type in cursor:
+                "SELECT seq, length(payload), device, type, published FROM events "
+                "WHERE priority=? AND type != 'agent.events_dropped' ORDER BY seq", (priority,))
+            for seq, length, device, event_type, published in cursor:
                 dropped.append(seq)
+                if not published:
+                    unseen.append(seq)
                 kinds[(device, event_type)] += 1
                 freed += length + ROW_OVERHEAD
                 if freed >= need:
@@ -679,7 +693,7 @@ class Buffer:
                 break
         db.execute("DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?))",
                    (json.dumps(dropped),))
-        return dropped, freed, kinds
+        return dropped, freed, kinds, unseen
 
     def expire(self, now: float | None = None) -> tuple[list[dict[str, Any]], list[Dropped]]:
         """Drop events older than ``max_age`` (at most ``EXPIRE_CHUNK`` per call: call again
@@ -692,15 +706,17 @@ class Buffer:
             return [], []
         cutoff = (now or time.time()) - self.max_age
         rows = self._db.execute(
-            "SELECT seq, device, type FROM events WHERE created < ? "
+            "SELECT seq, device, type, published FROM events WHERE created < ? "
             "AND type != 'agent.events_dropped' ORDER BY seq LIMIT ?", (cutoff, EXPIRE_CHUNK),
         ).fetchall()
         if not rows:
             return [], []
         old = [r[0] for r in rows]
-        kinds = Counter((device, event_type) for _, device, event_type in rows)
+        unseen = [r[0] for r in rows if not r[3]]
+        kinds = Counter((device, event_type) for _, device, event_type, _ in rows)
         report = Dropped(len(old), min(old), max(old), "max_age", _ranges(old), dict(kinds))
-        committed, _ = self.commit([self._on_dropped(report)], drop=old)
+        batch = [self._on_dropped(_unseen(unseen, "max_age"))] if unseen else []
+        committed, _ = self.commit(batch, drop=old)
         return committed, [report]
 
     # -- reading ---------------------------------------------------------------------------

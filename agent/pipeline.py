@@ -276,8 +276,10 @@ class Pipeline:
                 if (acks or cursors) and self._free(acks, cursors):
                     retry_at = now  # space was freed: try the held events now
                 continue
+            # Near capacity, acks go with every commit: what the broker has is deleted (or, for
+            # an output, marked published) before the capacity policy picks what to drop.
             flush = stopping or now - last_ack_flush >= ACK_FLUSH_INTERVAL or \
-                len(self._acks) >= ACK_FLUSH_COUNT
+                len(self._acks) >= ACK_FLUSH_COUNT or self.buffer.nearly_full
             acks = self._take_acks() if flush else []
             cursors = self._take_cursors() if flush else {}
             if flush:

@@ -252,8 +252,12 @@ def test_output_down_for_good_under_the_capacity_policy_is_announced_mqtt_unaffe
     assert first, "the loss is announced for the output, with its seq range"
     assert int(first.group(2)) == drop["first_seq"] <= int(first.group(3)) <= drop["last_seq"]
     assert 0 < int(first.group(1)) <= state["dropped"]
+    # The broker's own reports name only what it never had (near capacity the acks go with
+    # every commit; one acknowledged between two commits may still be named).
     reports = subscriber.events("agent.events_dropped")
-    assert reports and all(r["data"]["reason"] == "buffer_full" for r in reports)
+    assert all(r["data"]["reason"] == "buffer_full" for r in reports)
+    named = sum(r["data"]["count"] for r in reports)
+    assert named < state["dropped"] / 2, (named, state["dropped"])
     port = metrics_port(log)
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     line = next(x for x in text.splitlines()

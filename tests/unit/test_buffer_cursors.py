@@ -52,8 +52,12 @@ def test_a_capacity_drop_is_split_per_output_by_its_cursor(tmp_path):
     buf = make(tmp_path, outputs=["vms"], max_bytes=20_000)
     buf.commit([pending("eas.alarm", n=i) for i in range(50)])
     buf.commit([], acked=list(range(1, 51)), cursors={"vms": 10})
-    _, drops = buf.commit([pending("eas.alarm", n=i) for i in range(200)])
+    committed, drops = buf.commit([pending("eas.alarm", n=i) for i in range(200)])
     assert drops and drops[0].first_seq == 11, "1..10 were acked and passed: already gone"
+    report = committed[-1]
+    assert report["type"] == "agent.events_dropped"
+    assert report["data"]["first_seq"] == 51, "the broker's report names only what it never had"
+    assert report["data"]["count"] == drops[0].count - 40
     lost = missed(drops[0], buf.cursors["vms"])
     assert lost is not None and lost.first_seq == 11 and lost.count == drops[0].count
     assert missed(drops[0], drops[0].last_seq) is None
