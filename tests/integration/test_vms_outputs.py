@@ -211,6 +211,7 @@ def test_webhook_signature_checked_wrong_secret_fails_visibly_and_outputs_test(
         human = agent.run_cli("status")
         assert "wrong" in human.stdout and "FAILING" in human.stdout and "401" in human.stdout
         assert human.returncode == 1, "a failing output makes the status unhealthy"
+        assert "attention: output wrong failing" in human.stdout
         assert "output wrong (webhook): seq" in agent.output() and "401" in agent.output()
 
         refused = agent.run_cli("outputs", "test", "wrong")
