@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from test_config import GOOD, check, write
 
+from agent.cli import main
 from agent.config import load_config
 
 
@@ -52,3 +53,13 @@ def test_a_bad_output_is_a_config_error_naming_output_and_key(
     code, out = check(path, capsys)
     assert code == 2
     assert f"{path}: {expected}" in out, out
+
+
+def test_outputs_test_without_a_running_agent_exits_3(cfg_dir: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(cfg_dir, GOOD.replace('data_dir = "data"', 'data_dir = "data"\n'
+                                       'control_socket = "nobody.sock"'))
+    code = main(["--config", str(path), "outputs", "test", "vms"])
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert err.startswith("agent outputs: ") and "nobody.sock" in err
