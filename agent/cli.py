@@ -298,6 +298,20 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r["result"] == "pass" for r in reports) else EXIT_FAIL
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    from agent.commands import CommandError
+    from agent.errors import ControlError
+    from agent.web import cli
+
+    try:
+        cli.run(args, _control_socket(args))
+    except ControlError as err:
+        return _refused(args, err, EXIT_UNREACHABLE)
+    except (CommandError, ValueError) as err:
+        return _refused(args, err, EXIT_USAGE)
+    return EXIT_OK
+
+
 def _print_table(rows: Sequence[Sequence[Any]]) -> None:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -366,6 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the reports as JSON")
     p.add_argument("--junit", metavar="FILE", help="also write the results as JUnit XML")
     p.set_defaults(func=cmd_selftest)
+
+    from agent.web.cli import add_parser as add_web_parser
+
+    add_web_parser(sub).set_defaults(func=cmd_web)
 
     p = sub.add_parser("schema", help="print the JSON Schema of the envelope and payloads")
     p.set_defaults(func=cmd_schema)

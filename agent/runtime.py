@@ -16,6 +16,7 @@ from agent.commands import CommandError, Commands, parse_request
 from agent.config import Config
 from agent.control import ANSWERS_KEY, PROGRESS_KEY, ControlServer
 from agent.driver import ActionError, Driver
+from agent.errors import ConfigError
 from agent.metrics import Metrics
 from agent.pipeline import Pipeline
 from agent.publisher import Publisher
@@ -24,6 +25,7 @@ from agent.selftest.schedule import SelftestSchedule
 from agent.status import RateMeter
 from agent.supervisor import Supervisor
 from agent.watchdog import ServiceWatch
+from agent.web import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,8 @@ class Agent:
         self.supervisor = Supervisor(self.drivers)
         self.control = ControlServer(settings.agent.control_socket, self.commands)
         self.selftests = Selftests(self)
+        self.web = WebServer(self)
+        self.commands.register("web", self.web.command)
         self.schedule = SelftestSchedule(self.selftests, config.exits)
         self.publish_rate = RateMeter()
         self._lifecycle = {"version": __version__, "config_hash": config.hash}
@@ -117,6 +121,7 @@ class Agent:
             except OSError as err:
                 log.error("control socket %s unavailable (agent status and selftest cannot "
                           "reach this agent): %s", settings.agent.control_socket, err)
+            await self._start_web()
             self.pipeline.emit_agent("agent.started", self._lifecycle)
         self.supervisor.start()
         log.info(
@@ -149,6 +154,7 @@ class Agent:
         if self._watch is not None:
             self._watch.stop()
         self.schedule.stop()
+        await self.web.stop()  # ends the page's test runs while their drivers still run
         if self.service:
             self.pipeline.emit_agent("agent.stopping", self._lifecycle)
         for task in self._tasks:
@@ -170,6 +176,14 @@ class Agent:
             self._metrics.stop()
         self.buffer.close()
         log.info("stopped")
+
+    async def _start_web(self) -> None:
+        """The web page (agent/web), when ``[web] listen`` is set; a failure is logged, not fatal:
+        the agent's events matter more than the page."""
+        try:
+            await self.web.start()
+        except (OSError, ConfigError) as err:
+            log.error("web page on %s unavailable: %s", self.config.settings.web.listen, err)
 
     async def _status_loop(self) -> None:
         while True:
@@ -232,6 +246,7 @@ class Agent:
             },
             "last_selftest": self.selftests.summary(),
             "selftest_schedule": self._schedule_status(),
+            **({"web": web} if (web := self.web.status()) else {}),
         }
 
     def _schedule_status(self) -> dict[str, Any]:

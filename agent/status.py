@@ -69,6 +69,10 @@ def render_status(status: dict[str, Any]) -> str:
                      "events held in memory until it can")
     elif buffer.get("last_error"):
         lines.append(f"           buffer error: {buffer['last_error']}")
+    if web := status.get("web"):
+        lines.append(f"web        {web['url']}  certificate SHA-256 {web['fingerprint_sha256']}"
+                     + (" (self-signed)" if web.get("self_signed") else "")
+                     + f"  {web.get('sessions', 0)} paired, {web.get('pages', 0)} pages open")
     lines.append("devices:")
     for dev_id, dev in sorted(status["devices"].items()):
         state = dev.get("state", {})
