@@ -15,6 +15,7 @@ from agent.config import (
     MetricsSection,
     MqttSection,
     Settings,
+    WebSection,
     load_config,
 )
 from agent.errors import ConfigError
@@ -48,6 +49,7 @@ def test_every_section_is_in_the_example(section):
 @pytest.mark.parametrize(("section", "model"), [
     ("agent", AgentSection), ("gpio", GpioSection), ("mqtt", MqttSection),
     ("buffer", BufferSection), ("metrics", MetricsSection), ("exits", ExitSection),
+    ("web", WebSection),
 ])
 def test_every_key_is_in_the_example(section, model):
     text = EXAMPLE.read_text()
