@@ -12,13 +12,13 @@ function h(tag, attrs, ...children) {
     if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else if (v !== null && v !== undefined && v !== false) el.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c !== null && c !== undefined) el.append(c instanceof Node ? c : String(c));
   }
   return el;
 }
 
-function show(...nodes) { main().replaceChildren(...nodes); }
+function show(...nodes) { main().replaceChildren(...nodes.flat(Infinity).filter((n) => n !== null && n !== undefined)); }
 function badge(text, cls) { return h("span", { class: "badge " + (cls || text) }, text); }
 function when(t) {
   if (!t) return "never";
@@ -135,10 +135,11 @@ function runView(run, done) {
   const steps = h("div", { id: "steps" });
   const prompt = h("div", { id: "prompt" });
   const stop = h("button", { class: "secondary", id: "stop", onclick: () => api(`/api/runs/${run.id}/cancel`, {}) }, "Stop");
-  const view = h("div", {}, prompt, steps, stop);
+  const view = h("div", {}, prompt, stop, steps);
   stream(`/api/runs/${run.id}/stream`, (item) => {
+    // Newest first: on a phone the latest result stays right under the instruction.
     if (item.kind === "started") {
-      steps.append(h("h2", {}, `Exit ${item.exit}: ${item.walk ? "walk test" : "self-test"}`));
+      steps.prepend(h("h2", {}, `Exit ${item.exit}: ${item.walk ? "walk test" : "self-test"}`));
     } else if (item.kind === "prompt") {
       prompt.replaceChildren(h("div", { class: "prompt" }, item.text));
     } else if (item.kind === "question") {
@@ -148,13 +149,13 @@ function runView(run, done) {
           h("button", { class: "secondary", onclick: () => answer("n") }, "No")));
     } else if (item.kind === "step") {
       const result = item.warning ? "warn" : item.result;
-      steps.append(h("div", { class: "step", "data-step": item.step, "data-result": item.result },
+      steps.prepend(h("div", { class: "step", "data-step": item.step, "data-result": item.result },
         h("strong", {}, item.step), h("span", {}, ms(item.latency_ms), " ", badge(result)),
         h("div", { class: "detail" }, item.detail)));
       if (item.step.startsWith("walk")) prompt.replaceChildren();
     } else if (item.kind === "finished") {
       const r = item.report;
-      steps.append(h("div", { class: "card", "data-finished": r.exit }, h("div", { class: "row" }, h("strong", {}, `Exit ${r.exit}`), badge(r.result)),
+      steps.prepend(h("div", { class: "card", "data-finished": r.exit }, h("div", { class: "row" }, h("strong", {}, `Exit ${r.exit}`), badge(r.result)),
         h("div", { class: "muted" }, r.summary)));
     } else if (item.kind === "end") {
       closeLive();
@@ -181,7 +182,7 @@ async function startRun(exits, walk, area) {
     return area.replaceChildren(h("p", { class: "error" }, err.message));
   }
   area.replaceChildren(runView(run, (end) => {
-    area.append(h("div", { class: "card", id: "result" }, h("div", { class: "row" }, h("strong", {}, walk ? "Floor walk finished" : "Self-test finished"),
+    area.prepend(h("div", { class: "card", id: "result" }, h("div", { class: "row" }, h("strong", {}, walk ? "Floor walk finished" : "Self-test finished"),
       end.error ? badge(end.error, "fail") : null)), downloads(end));
   }));
 }
