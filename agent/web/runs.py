@@ -69,6 +69,8 @@ class Run:
         self.session_id = session_id
         self.items: list[dict[str, Any]] = []
         self.reports: list[dict[str, Any]] = []
+        self.notes: list[dict[str, Any]] = []
+        """Steps the officer marked as impossible, with why (in the run's JSON reports)."""
         self.error: str | None = None
         self.task: asyncio.Task[None] | None = None
         self.operator = PageOperator(self)
@@ -103,6 +105,21 @@ class Run:
         except asyncio.QueueFull as err:
             raise CommandError("an answer is already waiting") from err
 
+    def note(self, reason: str) -> dict[str, Any]:
+        """The officer cannot do the step the page shows now: keep why, with that instruction.
+
+        Raises:
+            CommandError: no instruction is shown (nothing to mark).
+        """
+        prompt = next((i for i in reversed(self.items) if i.get("kind") == "prompt"), None)
+        if prompt is None or self.done:
+            raise CommandError("no walk-test instruction is shown now")
+        note = {"kind": "note", "exit": prompt["exit"], "instruction": prompt["text"],
+                "reason": reason}
+        self.notes.append(note)
+        self.add(note)
+        return note
+
     def watch(self) -> None:
         self.watchers += 1
         if self._orphaned is not None:
@@ -126,6 +143,15 @@ class Run:
                      ", ".join(self.exits))
             self.abandoned = True
             self.task.cancel()
+
+    def reports_with_notes(self) -> list[dict[str, Any]]:
+        """The reports, each with the officer's notes on its exit (``notes``) when there are."""
+        out = []
+        for report in self.reports:
+            notes = [{k: n[k] for k in ("instruction", "reason")} for n in self.notes
+                     if n["exit"] == report["exit"]]
+            out.append({**report, "notes": notes} if notes else report)
+        return out
 
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "exits": self.exits, "walk": self.walk, "done": self.done,

@@ -199,6 +199,7 @@ class WebServer:
         app.router.add_post("/api/runs", self._start_run)
         app.router.add_get("/api/runs/{run}/stream", self._run_stream)
         app.router.add_post("/api/runs/{run}/answer", self._answer)
+        app.router.add_post("/api/runs/{run}/note", self._note)
         app.router.add_post("/api/runs/{run}/cancel", self._cancel)
         app.router.add_get("/api/runs/{run}/report.{fmt}", self._run_report)
 
@@ -449,6 +450,23 @@ class WebServer:
         log.info("web session %s (operator): run %s: answered %r", session.id, run.id, answer)
         return _json({"ok": True})
 
+    async def _note(self, request: web.Request) -> web.StreamResponse:
+        """The officer cannot do the instruction shown now; the engine still waits out the
+        step's window (and fails it), the reason goes with the run's reports."""
+        session, run = self._session(request), self._run(request)
+        if not session.may("operator"):
+            return _refuse(403, "a viewer cannot mark a step")
+        reason = str((await self._body(request)).get("reason", "")).strip()[:200]
+        if not reason:
+            return _refuse(400, "say why the step cannot be done")
+        try:
+            note = run.note(reason)
+        except CommandError as err:
+            return _refuse(409, str(err))
+        log.info("web session %s (operator): run %s: %s: cannot do %r: %s", session.id, run.id,
+                 note["exit"], note["instruction"], reason)
+        return _json(note)
+
     async def _cancel(self, request: web.Request) -> web.StreamResponse:
         session, run = self._session(request), self._run(request)
         if not session.may("operator"):
@@ -463,4 +481,5 @@ class WebServer:
         run = self._run(request)
         if not run.reports:
             raise web.HTTPNotFound(text="this run has no report (yet)")
-        return self._download(run.reports, request.match_info["fmt"], f"selftest-{run.id}")
+        return self._download(run.reports_with_notes(), request.match_info["fmt"],
+                              f"selftest-{run.id}")

@@ -197,3 +197,22 @@ def test_web_commands_say_when_the_page_is_off(tmp_path, broker, agents):
     proc.start()
     result = proc.run_cli("web", "pair")
     assert result.returncode == 2 and "the web page is off: set [web] listen" in result.stderr
+
+
+def test_a_step_that_cannot_be_done_is_noted_with_its_reason_in_the_report(agent):
+    client = phone(agent, "operator")
+    run = client.post("/api/runs", {"exits": ["exit1"], "walk": True}).json()
+    items = client.stream(f"/api/runs/{run['id']}/stream")
+    assert client.post(f"/api/runs/{run['id']}/note", {"reason": "x"}).status == 409  # no prompt
+    prompt = next(i for i in items if i.get("kind") == "prompt")
+    assert client.post(f"/api/runs/{run['id']}/note", {"reason": " "}).status == 400
+    noted = client.post(f"/api/runs/{run['id']}/note", {"reason": "exit blocked by a pallet"})
+    assert noted.status == 200
+    assert next(items) == {"kind": "note", "exit": "exit1", "instruction": prompt["text"],
+                           "reason": "exit blocked by a pallet"}
+    assert client.post(f"/api/runs/{run['id']}/cancel", {}).status == 200  # "Stop"
+    assert [i for i in items if i.get("kind") == "end"]
+    report = client.get(f"/api/runs/{run['id']}/report.json").json()
+    assert report["notes"] == [{"instruction": prompt["text"],
+                                "reason": "exit blocked by a pallet"}]
+    assert "cannot do" in agent.output() and "exit blocked by a pallet" in agent.output()

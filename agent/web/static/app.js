@@ -141,7 +141,15 @@ function runView(run, done) {
     if (item.kind === "started") {
       steps.prepend(h("h2", {}, `Exit ${item.exit}: ${item.walk ? "walk test" : "self-test"}`));
     } else if (item.kind === "prompt") {
-      prompt.replaceChildren(h("div", { class: "prompt" }, item.text));
+      const reason = h("input", { type: "text", id: "cannot-reason", placeholder: "Why not? (e.g. exit blocked)" });
+      const cannot = () => reason.value.trim() && api(`/api/runs/${run.id}/note`, { reason: reason.value.trim() })
+        .then(() => { reason.disabled = true; }).catch((err) => { reason.value = err.message; });
+      prompt.replaceChildren(h("div", { class: "prompt" }, item.text),
+        h("div", { class: "cannot" }, reason, h("button", { class: "secondary", id: "cannot", onclick: cannot }, "Can't do this step")));
+    } else if (item.kind === "note") {
+      steps.prepend(h("div", { class: "step", "data-note": item.exit },
+        h("strong", {}, "not possible"), badge("note", "warn"),
+        h("div", { class: "detail" }, `${item.instruction} ${item.reason}`)));
     } else if (item.kind === "question") {
       const answer = (a) => { prompt.replaceChildren(); api(`/api/runs/${run.id}/answer`, { answer: a }); };
       prompt.replaceChildren(h("div", { class: "prompt" }, item.text.replace(/\s*\[y\/n\]$/, "")),
