@@ -218,6 +218,9 @@ class WebServer:
                             session.id, request.method, path)
                 return _refuse(403, "missing or wrong CSRF token: reload the page")
             request[SESSION_KEY] = session
+            if request.method in ("GET", "HEAD"):  # POSTs are logged by their handlers
+                log.debug("web session %s (%s): %s %s", session.id, session.role,
+                          request.method, request.rel_url)
         if request.method not in ("GET", "HEAD") and request.content_type != "application/json":
             return _refuse(415, "send JSON (Content-Type: application/json)")
         response = await handler(request)
