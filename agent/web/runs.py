@@ -198,6 +198,9 @@ class Runs:
             run.error = str(err)
         except asyncio.CancelledError:
             run.error = "cancelled"
+        except Exception as err:  # a bug: the page must still see the run end
+            log.exception("web: run %s failed", run.id)
+            run.error = f"internal error: {err}"
         finally:
             run.ended = True
             run.add({"kind": "end", "run": run.public()})

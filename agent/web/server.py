@@ -42,6 +42,9 @@ MAX_BODY = 16 * 1024
 """Bytes of a request body; the page only sends small JSON objects."""
 KEEPALIVE = 15.0
 """Seconds between comments on an idle event stream (keeps proxies and phones from closing it)."""
+SHUTDOWN = 1.0
+"""Seconds a stopping agent gives open pages before their streams are cut (aiohttp's default,
+60 s, is longer than systemd waits)."""
 BATCH = 0.05
 """Seconds a live-events page gathers events before they are written to it."""
 SECURITY_HEADERS = {
@@ -123,7 +126,8 @@ class WebServer:
         self._unsubscribe = self.agent.pipeline.subscribe(self.hub.listener)
         app = web.Application(middlewares=[self._guard], client_max_size=MAX_BODY)
         self._routes(app)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
+                                     shutdown_timeout=SHUTDOWN)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=self.cert.context())
         await site.start()
@@ -406,7 +410,8 @@ class WebServer:
         """A run's progress as Server-Sent Events (``id`` = item index, so a reconnecting page
         gets only what it missed); its end is an ``end`` item."""
         run = self._run(request)
-        start = int(request.headers.get("Last-Event-ID", "-1")) + 1
+        last = request.headers.get("Last-Event-ID", "-1")
+        start = int(last) + 1 if last.lstrip("-").isdigit() else 0
         response = await self._stream(request)
         self._streams += 1
         run.watch()

@@ -216,3 +216,15 @@ def test_a_step_that_cannot_be_done_is_noted_with_its_reason_in_the_report(agent
     assert report["notes"] == [{"instruction": prompt["text"],
                                 "reason": "exit blocked by a pallet"}]
     assert "cannot do" in agent.output() and "exit blocked by a pallet" in agent.output()
+
+
+def test_open_pages_do_not_hold_up_a_stop(agent):
+    client = phone(agent, "viewer")
+    events = client.stream("/api/events")
+    assert agent.run_cli("sim", "gpio", "exit1-door", "open").returncode == 0
+    next(events)
+    started = time.monotonic()
+    assert agent.stop() == 0
+    assert time.monotonic() - started < 10, "the open page held the agent's stop"
+    for _ in events:  # what was sent before; then the stream ends (a hang would time out)
+        pass
