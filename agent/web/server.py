@@ -372,7 +372,7 @@ class WebServer:
                     lost = page.lost
                     chunk.append(f"event: lost\ndata: {lost}\n\n")
                 await response.write("".join(chunk).encode())
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:  # the page went away (a cancellation goes on up)
             pass
         finally:
             close()
@@ -422,7 +422,7 @@ class WebServer:
                     continue
                 await response.write(f"id: {index}\ndata: {json.dumps(item, default=str)}\n\n"
                                      .encode())
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:  # the page went away (a cancellation goes on up)
             pass
         finally:
             self._streams -= 1
