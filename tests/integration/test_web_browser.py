@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from support import AgentProcess, Broker, wait_until
 from test_selftest import config, exit1
-from websupport import pair_link, web_config, web_status
+from websupport import WebClient, pair_link, web_config, web_status
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
@@ -89,6 +89,13 @@ def test_floor_walk_on_a_phone(tmp_path: Path, broker: Broker, agents: list, bro
     text("#events", "door.opened")
     assert agent.run_cli("sim", "gpio", "exit1-door", "close").returncode == 0
     text("#events", "door.closed")
+    # A self-test started from another phone: its events show up marked TEST.
+    other = WebClient(web_status(agent)["url"], tmp_path / "data" / "web" / "web.crt")
+    assert other.pair(pair_link(agent, "operator")).status == 200
+    list(other.stream(f"/api/runs/{other.post('/api/runs', {'exits': ['exit1']}).json()['id']}"
+                      "/stream"))
+    text('.event[data-type="eas.alarm"][data-test="true"]', "TEST")
+    text('.event[data-type="door.closed"][data-test="false"]', "exit1-door")
     browser.save_screenshot(str(out / "events.png"))
 
     # Exit detail: a self-test streamed step by step.

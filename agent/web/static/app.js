@@ -120,7 +120,7 @@ async function pageEvents(exit) {
   show(h("h2", {}, "Live events"), select, lost, list);
   stream(`/api/events${exit ? `?exit=${encodeURIComponent(exit)}` : ""}`, (e) => {
     const d = e.data || {};
-    const detail = Object.entries(d).filter(([k]) => k !== "raw").map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ");
+    const detail = Object.entries(d).filter(([k]) => !["raw", "run_id", "exit"].includes(k)).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ");
     list.prepend(h("div", { class: "event" + (e.test ? " is-test" : ""), "data-type": e.type, "data-test": String(!!e.test) },
       h("div", { class: "row" }, h("strong", {}, e.type), e.test ? badge("TEST", "test") : null),
       h("div", { class: "muted" }, `${new Date(e.time).toLocaleTimeString()} · ${e.deviceid}${e.subject ? " · " + e.subject : ""} · #${e.seq}`),
