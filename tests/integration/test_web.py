@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from support import AgentProcess, Broker, Subscriber, wait_until
+from support import AgentProcess, Broker, Subscriber, make_tls, wait_until
 from test_selftest import config, exit1
 from websupport import WebClient, pair_link, web_config, web_status
 
@@ -228,3 +228,31 @@ def test_open_pages_do_not_hold_up_a_stop(agent):
     assert time.monotonic() - started < 10, "the open page held the agent's stop"
     for _ in events:  # what was sent before; then the stream ends (a hang would time out)
         pass
+
+
+def test_a_configured_certificate_is_served_and_a_bad_one_named(tmp_path, broker, agents):
+    tls = make_tls(tmp_path / "tls")
+    cfg = web_config(config(tmp_path, broker, exit1()))
+    cfg["web"].update(cert_file=str(tls["cert"]), key_file=str(tls["key"]))
+    good = AgentProcess(tmp_path / "a", cfg)
+    agents.append(good)
+    good.start()
+    web = web_status(good)
+    assert web["self_signed"] is False
+    client = WebClient(web["url"], tls["ca"])  # verified against the store's own CA
+    assert client.get("/").status == 200
+    assert not (tmp_path / "data" / "web").exists()  # nothing self-signed was made
+    good.stop()
+
+    bad = tmp_path / "not-a-cert.pem"
+    bad.write_text("hello\n")
+    cfg["web"].update(cert_file=str(bad))
+    broken = AgentProcess(tmp_path / "b", cfg)
+    agents.append(broken)
+    broken.start()
+    line = wait_until(lambda: next((ln for ln in broken.output().splitlines()
+                                    if "web page on 127.0.0.1:0 unavailable" in ln), None), 10,
+                      "the web page's error")
+    assert f"web.cert_file {bad}" in line
+    status = json.loads(broken.run_cli("status", "--json").stdout)
+    assert "web" not in status and status["devices"]  # the agent runs on without the page
