@@ -157,6 +157,14 @@ class WebSection(_Section):
     max_pages: int = Field(default=50, ge=1, le=1000, description="live pages (event streams) "
                            "open at once")
 
+    @field_validator("url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https://[^/\s]+/?", value):
+            raise ValueError("expected https://HOST[:PORT], e.g. 'https://lp-pi.store.lan:8443' "
+                             "(the page is HTTPS only)")
+        return value
+
     @model_validator(mode="after")
     def _pair(self) -> WebSection:
         if (self.cert_file is None) != (self.key_file is None):
