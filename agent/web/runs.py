@@ -47,6 +47,8 @@ class PageOperator:
             # The engine ends a cancelled exit with a report and goes on to the next exit; an
             # abandoned run must not start the next one.
             raise asyncio.CancelledError
+        if item.get("kind") == "finished":  # kept as they come: a cancelled run keeps them
+            self.run.reports.append(item["report"])
         self.run.add(item)
 
     async def ask(self, question: str, timeout: float) -> str | None:
@@ -192,8 +194,8 @@ class Runs:
 
     async def _run(self, run: Run) -> None:
         try:
-            run.reports = await self.agent.selftests.run(run.exits, walk=run.walk,
-                                                         trigger="web", operator=run.operator)
+            await self.agent.selftests.run(run.exits, walk=run.walk, trigger="web",
+                                           operator=run.operator)
         except CommandError as err:
             run.error = str(err)
         except asyncio.CancelledError:

@@ -256,3 +256,27 @@ def test_a_configured_certificate_is_served_and_a_bad_one_named(tmp_path, broker
     assert f"web.cert_file {bad}" in line
     status = json.loads(broken.run_cli("status", "--json").stdout)
     assert "web" not in status and status["devices"]  # the agent runs on without the page
+
+
+def test_leaving_a_floor_walk_does_not_start_the_next_exit(tmp_path, broker, agents):
+    devices = {**exit1(),
+               "exit2-door": {"driver": "gpio_door", "pin": "GPIO23", "held_open_after": "0"},
+               "exit2-eas": {"driver": "gpio_input", "pin": "GPIO22", "pull": "up",
+                             "on_active": {"event": "eas.alarm",
+                                           "data": {"direction": "unknown"}}}}
+    cfg = web_config(config(tmp_path, broker, devices, walk_within="30s"))
+    cfg["exits"]["exit2"] = {"eas": "exit2-eas", "door": "exit2-door", "walk_within": "30s"}
+    proc = AgentProcess(tmp_path / "a", cfg)
+    agents.append(proc)
+    proc.start(wait_connected=True)
+    client = phone(proc, "operator")
+    run = client.post("/api/runs", {"exits": [], "walk": True}).json()
+    assert run["exits"] == ["exit1", "exit2"]  # [] is every exit
+    items = client.stream(f"/api/runs/{run['id']}/stream")
+    next(i for i in items if i.get("kind") == "prompt")
+    items.close()
+    report = wait_until(lambda: (r := client.get(f"/api/runs/{run['id']}/report.json")).status
+                        == 200 and r.json(), 20, "the walk to end")
+    assert report["exit"] == "exit1" and report["result"] == "fail"  # one report: exit1's
+    assert "self-test of exit2" not in proc.output()
+    assert "exit2" not in client.get("/api/store").json()["status"]["last_selftest"]
