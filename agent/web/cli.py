@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _when(epoch: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(epoch)) if epoch else "-"
+def _when(stamp: str | None) -> str:
+    """An RFC 3339 time as local ``YYYY-MM-DD HH:MM``."""
+    if not stamp:
+        return "-"
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone().strftime(
+        "%Y-%m-%d %H:%M")
 
 
 def _qr(text: str) -> str:

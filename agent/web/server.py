@@ -174,7 +174,7 @@ class WebServer:
                 raise CommandError(str(err)) from err
             log.info("web: pairing link made for the role %s, valid until %s",
                      params.get("role", "viewer"), rfc3339(expires))
-            return {"link": f"{self.url}/#pair={code}", "expires": expires,
+            return {"link": f"{self.url}/#pair={code}", "expires": rfc3339(expires),
                     "role": params.get("role", "viewer"), "fingerprint_sha256":
                     self.cert.fingerprint}
         if what == "sessions":
@@ -273,7 +273,7 @@ class WebServer:
     @staticmethod
     def _me_data(session: Session) -> dict[str, Any]:
         return {"session": session.id, "role": session.role, "csrf": session.csrf,
-                "expires": session.expires}
+                "expires": rfc3339(session.expires)}
 
     async def _me(self, request: web.Request) -> web.StreamResponse:
         return _json(self._me_data(self._session(request)))

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.events import rfc3339
+
 __all__ = ["ROLES", "PairingLimited", "Session", "Sessions"]
 
 ROLES = ("viewer", "operator")
@@ -58,8 +60,9 @@ class Session:
 
     def public(self) -> dict[str, Any]:
         """What ``agent web sessions`` shows: no secret."""
-        return {"id": self.id, "role": self.role, "created": self.created,
-                "expires": self.expires, "last_seen": self.last_seen or None,
+        return {"id": self.id, "role": self.role, "created": rfc3339(self.created),
+                "expires": rfc3339(self.expires),
+                "last_seen": rfc3339(self.last_seen) if self.last_seen else None,
                 "client": self.label}
 
 

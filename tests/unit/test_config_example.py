@@ -12,6 +12,7 @@ from agent.config import (
     BufferSection,
     ExitSection,
     GpioSection,
+    HomeAssistantSection,
     MetricsSection,
     MqttSection,
     Settings,
@@ -50,6 +51,7 @@ def test_every_section_is_in_the_example(section):
     ("agent", AgentSection), ("gpio", GpioSection), ("mqtt", MqttSection),
     ("buffer", BufferSection), ("metrics", MetricsSection), ("exits", ExitSection),
     ("web", WebSection),
+    ("homeassistant", HomeAssistantSection),
 ])
 def test_every_key_is_in_the_example(section, model):
     text = EXAMPLE.read_text()
