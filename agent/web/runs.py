@@ -43,12 +43,6 @@ class PageOperator:
         self.answers: asyncio.Queue[str] = asyncio.Queue(maxsize=1)
 
     async def show(self, item: dict[str, Any]) -> None:
-        if self.run.abandoned and item.get("kind") == "started":
-            # The engine ends a cancelled exit with a report and goes on to the next exit; an
-            # abandoned run must not start the next one.
-            raise asyncio.CancelledError
-        if item.get("kind") == "finished":  # kept as they come: a cancelled run keeps them
-            self.run.reports.append(item["report"])
         self.run.add(item)
 
     async def ask(self, question: str, timeout: float) -> str | None:
@@ -194,8 +188,13 @@ class Runs:
 
     async def _run(self, run: Run) -> None:
         try:
-            await self.agent.selftests.run(run.exits, walk=run.walk, trigger="web",
-                                           operator=run.operator)
+            # One exit at a time: the engine ends a cancelled exit with a report and returns, and
+            # a run that was stopped or left must not start the next exit.
+            for name in run.exits:
+                if run.abandoned:
+                    break
+                run.reports += await self.agent.selftests.run([name], walk=run.walk,
+                                                              trigger="web", operator=run.operator)
         except CommandError as err:
             run.error = str(err)
         except asyncio.CancelledError:
