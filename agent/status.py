@@ -66,6 +66,10 @@ def render_status(status: dict[str, Any]) -> str:
     ]
     if buffer.get("last_error"):
         lines.append(f"           buffer error: {buffer['last_error']}")
+    factories = sorted({str(f) for d in status["devices"].values()
+                        if (f := d.get("state", {}).get("pin_factory"))})
+    if factories:
+        lines.append(f"gpio       pin factory {', '.join(factories)}")
     lines.append("devices:")
     for dev_id, dev in sorted(status["devices"].items()):
         state = dev.get("state", {})
