@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from agent import __version__
+from agent.health import HealthCollector
 
 if TYPE_CHECKING:
     from agent.runtime import Agent
@@ -103,6 +104,7 @@ class Metrics:
     def __init__(self, agent: Agent) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(AgentCollector(agent))
+        self.registry.register(HealthCollector(agent.health, PREFIX))
         self.latency = Histogram(
             f"{PREFIX}_publish_latency_seconds",
             "From handing an event to the broker to its PUBACK", buckets=LATENCY_BUCKETS,

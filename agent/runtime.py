@@ -16,6 +16,7 @@ from agent.commands import CommandError, Commands, parse_request
 from agent.config import Config
 from agent.control import ANSWERS_KEY, PROGRESS_KEY, ControlServer
 from agent.driver import ActionError, Driver
+from agent.health import HostHealth
 from agent.metrics import Metrics
 from agent.pipeline import Pipeline
 from agent.publisher import Publisher
@@ -72,6 +73,8 @@ class Agent:
         self.selftests = Selftests(self)
         self.schedule = SelftestSchedule(self.selftests, config.exits)
         self.publish_rate = RateMeter()
+        self.health = HostHealth(settings.agent.data_dir)
+        self._health_warnings: set[str] = set()
         self._lifecycle = {"version": __version__, "config_hash": config.hash}
         self._stop = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -231,7 +234,19 @@ class Agent:
             },
             "last_selftest": self.selftests.summary(),
             "selftest_schedule": self._schedule_status(),
+            "host": self._host_health(),
         }
+
+    def _host_health(self) -> dict[str, Any]:
+        """The host's health; a warning is logged when it appears and when it clears."""
+        host = self.health.read()
+        now = set(host["warnings"])
+        for warning in sorted(now - self._health_warnings):
+            log.warning("host: %s", warning)
+        for warning in sorted(self._health_warnings - now):
+            log.info("host: no longer: %s", warning)
+        self._health_warnings = now
+        return host
 
     def _schedule_status(self) -> dict[str, Any]:
         """Each scheduled exit: its cron, the next run, a postponement in force."""

@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from agent.health import render_health
 from agent.units import format_duration, format_size
 
 RATE_WINDOW = 60.0
@@ -70,6 +71,8 @@ def render_status(status: dict[str, Any]) -> str:
                         if (f := d.get("state", {}).get("pin_factory"))})
     if factories:
         lines.append(f"gpio       pin factory {', '.join(factories)}")
+    if status.get("host"):
+        lines += render_health(status["host"])
     lines.append("devices:")
     for dev_id, dev in sorted(status["devices"].items()):
         state = dev.get("state", {})
