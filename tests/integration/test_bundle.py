@@ -119,6 +119,32 @@ def test_a_pi_without_python3_lgpio_is_told_what_to_install(this_machines_bundle
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_with_python3_lgpio_the_venv_sees_it_and_keeps_every_locked_package(
+        this_machines_bundle, tmp_path):
+    root = system_root(tmp_path / "root")
+    (root / "dev").mkdir()
+    (root / "dev" / "gpiochip0").touch()
+    # Where apt's python3-lgpio would be for python3: a stand-in module on its path (this
+    # machine has no lgpio build); the installer only asks whether python3 imports it.
+    dist = tmp_path / "dist-packages"
+    dist.mkdir()
+    (dist / "lgpio.py").write_text("LGPIO_PY_VERSION = 0x00020200\n")
+    result = subprocess.run([str(INSTALL), "--root", str(root), "--bundle",
+                             str(this_machines_bundle), "--store-id", "0042", "--no-start"],
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(dist)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "GPIO: lgpio 131584 from python3-lgpio, seen by the venv (--system-site-packages)" \
+        in result.stdout
+    venv = root / "opt/store-edge-agent/venv"
+    assert "include-system-site-packages = true" in (venv / "pyvenv.cfg").read_text()
+    # every locked package is the venv's own (--ignore-installed), not the system's
+    own = {d.name.lower().replace("_", "-").removesuffix(".dist-info")
+           for d in (venv / "lib/python3.11/site-packages").glob("*.dist-info")}
+    lock = REPO / "requirements" / f"linux-{ARCH}-py311.txt"
+    assert {pin.replace("==", "-") for pin in locked_pins(lock)} <= own
+
+
 def test_a_bundle_for_another_machine_is_refused_by_name(tmp_path):
     other = "aarch64" if ARCH == "x86_64" else "x86_64"
     built = bundle(tmp_path / "other.tar.gz", other)
