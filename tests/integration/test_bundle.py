@@ -33,9 +33,9 @@ pytestmark = [
 ]
 
 
-def bundle(out: Path, arch: str = ARCH) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(REPO / "scripts" / "bundle"), "--arch", arch, "-o", str(out)],
-                          capture_output=True, text=True, timeout=600)
+def bundle(out: Path, arch: str = ARCH, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(REPO / "scripts" / "bundle"), "--arch", arch, "-o", str(out),
+                           *args], capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +154,26 @@ def test_a_bundle_for_another_machine_is_refused_by_name(tmp_path):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 2
     assert f"is for linux {other} Python 3.11; this machine is {ARCH}" in result.stderr
+
+
+def test_a_dependency_without_a_wheel_is_listed_and_built_by_the_offline_install(tmp_path):
+    # docopt 0.6.2 exists on PyPI only as a source release
+    lock = tmp_path / "lock.txt"
+    lock.write_text((REPO / "requirements" / f"linux-{ARCH}-py311.txt").read_text()
+                    + "docopt==0.6.2 \\\n    --hash=sha256:"
+                    "49b3a825280bd66b3aa83585ef59c4a8c82f2c8a522dbe754a8bc8d08c85c491\n")
+    built = bundle(tmp_path / "agent.tar.gz", ARCH, "--lock", str(lock))
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert "no wheel for linux " + ARCH + ", so scripts/install builds these on the target " \
+        "(needs build-essential python3-dev there): docopt==0.6.2" in built.stdout
+    manifest = subprocess.run(["tar", "-xzOf", str(tmp_path / "agent.tar.gz"), "--wildcards",
+                               "*/BUNDLE.txt"], capture_output=True, text=True, check=True).stdout
+    assert "\n  docopt==0.6.2\n" in manifest
+    root = system_root(tmp_path / "root")
+    result = subprocess.run(
+        ["unshare", "-n", str(INSTALL), "--root", str(root), "--bundle",
+         str(tmp_path / "agent.tar.gz"), "--store-id", "0042", "--no-start"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    venv = root / "opt/store-edge-agent/venv/bin/python"
+    subprocess.run([str(venv), "-c", "import docopt"], check=True)
