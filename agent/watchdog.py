@@ -106,8 +106,7 @@ class ServiceWatch:
         from agent.status import summary_line
 
         def beats() -> str | None:
-            beating = (agent.pipeline.writer_beat, agent.publisher.feeder_beat,
-                       agent.publisher.network_beat)
+            beating = (agent.pipeline.writer_beat, agent.publisher.beat)
             return "; ".join(p for b in beating if (p := b.problem(watch.stall_limit))) or None
 
         def drivers() -> str | None:
