@@ -46,7 +46,17 @@ def summary_line(status: dict[str, Any]) -> str:
         + f", {up}/{len(devices)} devices up, {buffer['depth']} events buffered"
         + (f" (oldest {format_duration(buffer['oldest_age_s'])})" if buffer["oldest_age_s"] else "")
         + f", {broker.get('rate_per_s', 0.0):.1f} events/s published"
+        + _host_warnings(status)
     )
+
+
+def _host_warnings(status: dict[str, Any]) -> str:
+    """``; HOST: <first warning> (+N more)`` when the host's health has warnings."""
+    warnings = (status.get("host") or {}).get("warnings") or []
+    if not warnings:
+        return ""
+    more = f" (+{len(warnings) - 1} more: agent status)" if len(warnings) > 1 else ""
+    return f"; HOST: {warnings[0].split(':')[0]}{more}"
 
 
 def render_status(status: dict[str, Any]) -> str:
