@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import glob
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,7 +147,6 @@ class HostHealth:
             "throttled": self.throttled(),
             "disk": self.disk(),
             "memory": self.memory(),
-            "read_at": time.time(),
         }
         health["warnings"] = self.warnings(health)
         return health
