@@ -30,12 +30,16 @@ def _load(args: argparse.Namespace) -> Config:
 def _control_socket(args: argparse.Namespace) -> Path:
     """The running agent's control socket, for the commands that only need that.
 
-    A user outside the service's group may not read the config file (mode 0640); then the
-    socket is ``AGENT_AGENT__CONTROL_SOCKET`` or the default, said in one line on stderr, and
-    the socket's own errors (exit 3) tell whether the agent can be reached.
+    Only the sections are read: a device table broken since the agent started (and refused by
+    its reload) must not hide the running agent. A user outside the service's group may not
+    read the config file (mode 0640); then the socket is ``AGENT_AGENT__CONTROL_SOCKET`` or
+    the default, said in one line on stderr, and the socket's own errors (exit 3) tell whether
+    the agent can be reached.
     """
+    from agent.config import load_settings
+
     try:
-        return _load(args).settings.agent.control_socket
+        return load_settings(config_path(args.config)).agent.control_socket
     except ConfigError as err:
         if not isinstance(err.__cause__, PermissionError):
             raise
@@ -59,13 +63,17 @@ def _refused(args: argparse.Namespace, err: Exception | str, code: int) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from agent import logs
+    from agent.errors import InstanceLocked
     from agent.runtime import Agent
 
     config = _load(args)
     logs.setup(args.log_level or config.settings.agent.log_level)
     for warning in check_host(config):  # a fatal problem: ConfigError, exit 2
         logging.getLogger("agent.config").warning("%s", warning)
-    return asyncio.run(Agent(config).run())
+    try:
+        return asyncio.run(Agent(config).run())
+    except InstanceLocked as err:
+        return _refused(args, f"{err}; not starting a second one", EXIT_USAGE)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -253,7 +261,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 def cmd_selftest(args: argparse.Namespace) -> int:
     from agent import logs
     from agent.commands import CommandError
-    from agent.errors import AgentNotRunning, ControlError
+    from agent.errors import AgentNotRunning, ControlError, InstanceLocked
     from agent.selftest.console import (
         ConsoleOperator,
         ask_stdin,
@@ -278,11 +286,26 @@ def cmd_selftest(args: argparse.Namespace) -> int:
                 return _refused(args, ControlError(
                     f"{err}, and this user cannot run the self-test in-process: "
                     f"{problem.problems[0]}"), EXIT_UNREACHABLE)
-            print(f"agent selftest: no agent service is running ({path}); running the self-test "
-                  "in-process", file=sys.stderr, flush=True)
             logs.setup("warning")
             operator = ConsoleOperator(show, ask_stdin)
-            reports = run_in_process(config, args.exit, args.walk, operator)
+
+            def announce() -> None:
+                print(f"agent selftest: no agent service is running ({path}); running the "
+                      "self-test in-process", file=sys.stderr, flush=True)
+
+            try:
+                reports = run_in_process(config, args.exit, args.walk, operator,
+                                         announce=announce)
+            except InstanceLocked as locked:
+                # No answer on the socket, yet an agent holds the data_dir: its buffer and
+                # devices are not ours to open.
+                if locked.role == "agent selftest":
+                    why = "wait until that self-test has finished"
+                else:
+                    why = (f"its control socket cannot be reached: {err}. Not running the "
+                           "self-test in-process beside it: check that agent's [agent] "
+                           "control_socket, or stop it first")
+                return _refused(args, f"{locked}; {why}", EXIT_UNREACHABLE)
             where = "in-process"
     except ControlError as err:
         return _refused(args, err, EXIT_UNREACHABLE)

@@ -94,6 +94,13 @@ class AgentLifecycle(_Data):
     config_hash: str
 
 
+class ConfigReloaded(_Data):
+    config_hash: str = Field(description="hash of the configuration now in force (as `agent "
+                             "config check` prints it)")
+    changed: list[str] = Field(description="device ids and sections that changed, e.g. "
+                               "['exit1-door', 'mqtt', 'exits.exit1']; empty when none did")
+
+
 class EventsDropped(_Data):
     count: int | None = Field(description="events dropped; null when unknown (a corrupt buffer)")
     first_seq: int | None
@@ -145,6 +152,7 @@ CATALOGUE: dict[str, type[_Data]] = {
     "agent.started": AgentLifecycle,
     "agent.stopping": AgentLifecycle,
     "agent.clock_synced": _NoData,
+    "agent.config_reloaded": ConfigReloaded,
     "agent.events_dropped": EventsDropped,
     "selftest.started": SelftestRun,
     "selftest.step": SelftestStep,
@@ -155,6 +163,8 @@ CATALOGUE: dict[str, type[_Data]] = {
 
 # Priority when the buffer is full: lowest is dropped first (DESIGN.md "Durability").
 PRIORITY_TELEMETRY, PRIORITY_NORMAL, PRIORITY_FAULT, PRIORITY_ALARM = 0, 1, 2, 3
+PRIORITIES = range(PRIORITY_TELEMETRY, PRIORITY_ALARM + 1)
+"""Lowest first: the order in which a full buffer (or hold) drops."""
 _PRIORITY = {
     "eas.people_count": PRIORITY_TELEMETRY,
     "eas.fault": PRIORITY_FAULT,
