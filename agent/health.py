@@ -22,11 +22,15 @@ from agent.units import format_duration, format_size
 __all__ = ["FLAGS", "HealthCollector", "HostHealth", "Thresholds", "render_health"]
 
 THROTTLED_FILES = (
-    "sys/devices/platform/soc/soc:firmware/get_throttled",        # Pi 4 and older
-    "sys/devices/platform/*/*:firmware/get_throttled",            # Pi 5 (soc@107c000000...)
+    "sys/devices/platform/soc/soc:firmware/get_throttled",
+    "sys/devices/platform/soc:firmware/get_throttled",
 )
-"""The firmware's ``get_throttled`` bits (what ``vcgencmd get_throttled`` prints), as hex.
-vcgencmd itself needs /dev/vcio, which the service unit does not allow."""
+"""The firmware's ``get_throttled`` bits (what ``vcgencmd get_throttled`` prints), as hex, where
+the kernel has this file (the Pi 4 and older). vcgencmd itself needs /dev/vcio, which the
+service unit does not allow."""
+HWMON = "sys/class/hwmon/hwmon*"
+"""Else the firmware's hwmon device (``name`` ``rpi_volt``, the Pi 5 too): ``in0_lcrit_alarm``
+is 1 while the supply is under-voltage; it has no other flag and no "since boot"."""
 
 FLAGS = {
     "under_voltage": (0, 16, "under-voltage {when}: check the power supply (the official 5.1 V "
@@ -99,7 +103,8 @@ class HostHealth:
         return _float(_read(Path(zones[0]) / "temp"), 1000) if zones else None
 
     def throttled(self) -> dict[str, Any] | None:
-        """The firmware's flags: ``{"raw": "0x50005", "now": [...], "since_boot": [...]}``."""
+        """The firmware's flags: ``{"raw": "0x50005", "now": [...], "since_boot": [...]}``; from
+        the hwmon device only ``under_voltage`` now, with ``raw`` and ``since_boot`` null."""
         for pattern in THROTTLED_FILES:
             for path in sorted(glob.glob(str(self.root / pattern))):
                 try:
@@ -109,6 +114,13 @@ class HostHealth:
                 return {"raw": f"0x{bits:x}",
                         "now": [n for n, (now, _, _) in FLAGS.items() if bits >> now & 1],
                         "since_boot": [n for n, (_, ever, _) in FLAGS.items() if bits >> ever & 1]}
+        for hwmon in sorted(glob.glob(str(self.root / HWMON))):
+            if (_read(Path(hwmon) / "name") or "").strip() != "rpi_volt":
+                continue
+            alarm = (_read(Path(hwmon) / "in0_lcrit_alarm") or "").strip()
+            if alarm in ("0", "1"):
+                return {"raw": None, "now": ["under_voltage"] if alarm == "1" else [],
+                        "since_boot": None}
         return None
 
     def memory(self) -> dict[str, int] | None:
@@ -164,7 +176,7 @@ class HostHealth:
             for name, (_, _, text) in FLAGS.items():
                 if name in flags["now"]:
                     out.append(text.format(when="now"))
-                elif name in flags["since_boot"]:
+                elif name in (flags["since_boot"] or ()):
                     out.append(text.format(when="since boot"))
         disk = health["disk"]
         if disk and disk["total_bytes"]:
@@ -194,8 +206,9 @@ def render_health(host: dict[str, Any]) -> list[str]:
     parts = []
     if host.get("cpu_temp_c") is not None:
         parts.append(f"CPU {host['cpu_temp_c']:.1f} °C")
-    if host.get("throttled") is not None:
-        parts.append(f"throttled {host['throttled']['raw']}")
+    if (flags := host.get("throttled")) is not None:
+        parts.append(f"throttled {flags['raw']}" if flags["raw"] is not None else
+                     "UNDER-VOLTAGE" if "under_voltage" in flags["now"] else "power ok")
     if mem := host.get("memory"):
         parts.append(f"memory {format_size(mem['available_bytes'])} of "
                      f"{format_size(mem['total_bytes'])} available")
@@ -233,9 +246,11 @@ class HealthCollector(Collector):
         if h["throttled"] is not None:
             flags = GaugeMetricFamily(f"{p}_throttled", "1 when the Pi firmware reports the "
                                       "condition (get_throttled)", labels=["condition", "when"])
-            for name in FLAGS:
-                flags.add_metric([name, "now"], int(name in h["throttled"]["now"]))
-                flags.add_metric([name, "since_boot"], int(name in h["throttled"]["since_boot"]))
+            known = h["throttled"]
+            for name in FLAGS if known["raw"] is not None else ("under_voltage",):
+                flags.add_metric([name, "now"], int(name in known["now"]))
+                if known["since_boot"] is not None:
+                    flags.add_metric([name, "since_boot"], int(name in known["since_boot"]))
             yield flags
         if disk := h["disk"]:
             yield GaugeMetricFamily(f"{p}_data_dir_free_bytes", "Free bytes on data_dir's "

@@ -43,16 +43,30 @@ def test_flags_now_say_now(tmp_path):
     assert "CPU throttled now" in h["warnings"][1]
 
 
+def test_a_pi5_under_voltage_now_from_its_hwmon_device(tmp_path):
+    h = read("pi5-undervoltage", tmp_path)
+    assert h["throttled"] == {"raw": None, "now": ["under_voltage"], "since_boot": None}
+    assert h["warnings"][0].startswith("under-voltage now: check the power supply")
+    assert "UNDER-VOLTAGE" in render_health(h)[1]
+    registry = CollectorRegistry()
+    registry.register(HealthCollector(HostHealth(tmp_path, root=HOSTS / "pi5-undervoltage"), "sea"))
+    text = generate_latest(registry).decode()
+    assert 'sea_host_throttled{condition="under_voltage",when="now"} 1.0' in text
+    assert "since_boot" not in text  # unknown, not "no"
+    assert 'condition="throttled"' not in text
+
+
 def test_a_healthy_pi5_has_no_warnings(tmp_path):
     h = read("pi5", tmp_path)
     assert h["board"] == "Raspberry Pi 5 Model B Rev 1.0"
-    assert h["throttled"] == {"raw": "0x0", "now": [], "since_boot": []}
+    # the Pi 5's kernel has no get_throttled file: under-voltage now, from the hwmon device
+    assert h["throttled"] == {"raw": None, "now": [], "since_boot": None}
     assert h["cpu_temp_c"] == 52.0
     assert h["warnings"] == []
     lines = render_health(h)
     assert lines[0] == ("host       store0043-pi  Raspberry Pi 5 Model B Rev 1.0  "
                         "Debian GNU/Linux 12 (bookworm)  up 15.2m")
-    assert lines[1].startswith("           CPU 52.0 °C  throttled 0x0  memory 7.3GiB of "
+    assert lines[1].startswith("           CPU 52.0 °C  power ok  memory 7.3GiB of "
                                "7.9GiB available  data ")
 
 
