@@ -63,7 +63,7 @@ def test_the_bundle_installs_and_runs_without_any_network(this_machines_bundle, 
         "mqtt": {"host": "127.0.0.1", "port": broker.port},
     })
     venv = root / "opt/store-edge-agent/venv"
-    topic = "retail/0042/events/agent/agent.started"
+    topic = "retail/0042/agent/status"  # retained: no race with the subscription
     script = f"""
 set -u
 ip link set lo up
@@ -72,12 +72,10 @@ python3 -c 'import socket; socket.create_connection(("1.1.1.1", 443), timeout=3)
 {INSTALL} --root {root} --bundle {this_machines_bundle} --store-id 0042 --no-start || exit 10
 {venv}/bin/pip --disable-pip-version-check freeze --all > {tmp_path}/freeze.txt
 mosquitto -c {broker.conf} & broker=$!
-sleep 0.5
-mosquitto_sub -h 127.0.0.1 -p {broker.port} -t {topic} -C 1 -W 30 > {tmp_path}/started.json &
-sub=$!
-sleep 0.3
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/{broker.port}) 2>/dev/null && break; sleep 0.1; done
 {venv}/bin/agent --config {config} run > {tmp_path}/agent.log 2>&1 & agent=$!
-wait $sub; got=$?
+mosquitto_sub -h 127.0.0.1 -p {broker.port} -t {topic} -C 1 -W 60 > {tmp_path}/status.json
+got=$?
 kill -TERM $agent; wait $agent; echo "agent exit $?"
 kill $broker; wait $broker
 exit $got
@@ -89,8 +87,9 @@ exit $got
     assert result.returncode == 0, out + (tmp_path / "agent.log").read_text()
     assert "GPIO: none (no /dev/gpiochip* here)" in out
     assert "agent exit 0" in out
-    started = json.loads((tmp_path / "started.json").read_text())
-    assert started["data"]["version"] == subprocess.run(
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["storeid"] == "0042"
+    assert status["version"] == subprocess.run(
         [str(venv / "bin/agent"), "--version"], capture_output=True, text=True,
         check=True).stdout.split()[-1]
     # exactly the locked versions, nothing resolved on the day
