@@ -201,6 +201,13 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_asyncapi(args: argparse.Namespace) -> int:
+    from agent.asyncapi import asyncapi_document
+
+    print(json.dumps(asyncapi_document(), indent=2))
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from agent import control
     from agent.errors import ControlError
@@ -393,8 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--junit", metavar="FILE", help="also write the results as JUnit XML")
     p.set_defaults(func=cmd_selftest)
 
-    p = sub.add_parser("schema", help="print the JSON Schema of the envelope and payloads")
+    p = sub.add_parser("schema", help="print the JSON Schema (2020-12) that validates an event")
     p.set_defaults(func=cmd_schema)
+    p = sub.add_parser("asyncapi", help="print the AsyncAPI 3.0 document of the MQTT topics")
+    p.set_defaults(func=cmd_asyncapi)
     return parser
 
 

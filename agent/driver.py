@@ -8,11 +8,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, overload
 
 from pydantic import BaseModel, ConfigDict
 
 from agent.errors import AgentError
+from agent.events import rfc3339
 from agent.units import format_clock
 
 if TYPE_CHECKING:
@@ -27,7 +28,18 @@ __all__ = [
     "HealthCheck",
     "HostProblem",
     "missing_serial_port",
+    "timestamp",
 ]
+
+
+@overload
+def timestamp(epoch: float) -> str: ...
+@overload
+def timestamp(epoch: None) -> None: ...
+def timestamp(epoch: float | None) -> str | None:
+    """A time for the retained state: RFC 3339 UTC with milliseconds, like every time the agent
+    publishes (``None`` stays ``None``: never happened)."""
+    return None if epoch is None else rfc3339(epoch)
 
 
 CONDITION_TYPES: dict[str, tuple[str, str | None]] = {
@@ -307,7 +319,7 @@ class Driver:
             self._online = True
             self._state.pop("reason", None)
         self.emit("device.online")
-        self.update_state(online=True, since=time.time())
+        self.update_state(online=True, since=timestamp(time.time()))
 
     def set_offline(self, reason: str) -> None:
         """Report the device lost; emits ``device.offline`` with ``reason`` only on a change."""
@@ -316,7 +328,7 @@ class Driver:
                 return
             self._online = False
         self.emit("device.offline", {"reason": reason})
-        self.update_state(online=False, since=time.time(), reason=reason)
+        self.update_state(online=False, since=timestamp(time.time()), reason=reason)
 
     def update_state(self, **fields: Any) -> None:
         """Merge ``fields`` into the device's retained state and publish it."""
