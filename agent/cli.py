@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.config import ENV_PREFIX, AgentSection, Config, config_path, load_config
+from agent.config import ENV_PREFIX, AgentSection, Config, check_host, config_path, load_config
 from agent.errors import ConfigError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -68,6 +68,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _load(args)
     logs.setup(args.log_level or config.settings.agent.log_level)
+    for warning in check_host(config):  # a fatal problem: ConfigError, exit 2
+        logging.getLogger("agent.config").warning("%s", warning)
     try:
         return asyncio.run(Agent(config).run())
     except InstanceLocked as err:
@@ -76,6 +78,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     config = _load(args)
+    for warning in check_host(config):
+        print(f"warning: {warning}", file=sys.stderr)
     print(config.summary())
     return EXIT_OK
 

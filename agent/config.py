@@ -571,6 +571,29 @@ def load_config(
     return Config(path=path, settings=settings, devices=devices, drivers=drivers, hash=digest)
 
 
+def check_host(config: Config) -> list[str]:
+    """Ask each driver what this machine lacks for its devices (``Driver.check_host``); return
+    the warnings, one line each naming the file and the devices (one line for a problem that
+    several devices share).
+
+    Raises:
+        ConfigError: with every fatal problem (a GPIO library that is not installed...).
+    """
+    by_driver: dict[type[Driver], dict[str, DriverConfig]] = {}
+    for dev in config.devices.values():
+        by_driver.setdefault(dev.driver, {})[dev.id] = dev.config
+    found: dict[tuple[bool, str], list[str]] = {}
+    for cls, configs in by_driver.items():
+        for problem in cls.check_host(config.settings, configs):
+            found.setdefault((problem.fatal, problem.message), []).append(problem.device_id)
+    lines = {key: f"{config.path}: {', '.join(f'devices.{d}' for d in ids)}: {key[1]}"
+             for key, ids in found.items()}
+    errors = [line for (fatal, _), line in lines.items() if fatal]
+    if errors:
+        raise ConfigError(errors)
+    return list(lines.values())
+
+
 def read_secret(path: Path | None, what: str) -> str:
     """The first line of a secret file (a password), without its newline.
 

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
-from agent.config import Config, load_config
+from agent.config import Config, check_host, load_config
 from agent.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -96,6 +96,9 @@ async def reload(agent: Agent) -> Changes | None:
     log.info("SIGHUP: reloading the configuration from %s", old.path)
     try:
         new = await asyncio.to_thread(load_config, old.path)
+        # and what this machine lacks for it, as `agent config check` and `agent run` ask
+        for warning in await asyncio.to_thread(check_host, new):
+            log.warning("%s", warning)
     except ConfigError as err:
         log.error("configuration reload refused: the agent runs on with the configuration it "
                   "has (hash %s); what `agent config check` says:", old.hash)

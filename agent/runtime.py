@@ -18,6 +18,7 @@ from agent.control import ANSWERS_KEY, PROGRESS_KEY, ControlServer
 from agent.driver import ActionError, Driver
 from agent.errors import ConfigError
 from agent.events import rfc3339
+from agent.health import HostHealth
 from agent.homeassistant import discovery_messages
 from agent.instance import InstanceLock
 from agent.metrics import Metrics
@@ -76,6 +77,8 @@ class Agent:
         self.commands.register("web", self.web.command)
         self.schedule = SelftestSchedule(self.selftests, config.exits)
         self.publish_rate = RateMeter()
+        self.health = HostHealth(settings.agent.data_dir)
+        self._health_warnings: set[str] = set()
         self._stop = asyncio.Event()
         self._stopping = False
         self._started = asyncio.Event()
@@ -334,8 +337,20 @@ class Agent:
             },
             "last_selftest": self.selftests.summary(),
             "selftest_schedule": self._schedule_status(),
+            "host": self._host_health(),
             **({"web": web} if (web := self.web.status()) else {}),
         }
+
+    def _host_health(self) -> dict[str, Any]:
+        """The host's health; a warning is logged when it appears and when it clears."""
+        host = self.health.read()
+        now = set(host["warnings"])
+        for warning in sorted(now - self._health_warnings):
+            log.warning("host: %s", warning)
+        for warning in sorted(self._health_warnings - now):
+            log.info("host: no longer: %s", warning)
+        self._health_warnings = now
+        return host
 
     def _schedule_status(self) -> dict[str, Any]:
         """Each scheduled exit: its cron, the next run, a postponement in force."""

@@ -8,11 +8,8 @@ session id, never with a secret (aiohttp's access log is off: URLs are logged by
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
-import shutil
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
@@ -67,19 +64,6 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 def _refuse(status: int, message: str) -> web.Response:
     return _json({"error": message}, status)
-
-
-def pi_health(data_dir: Path) -> dict[str, Any]:
-    """What is known of the Pi: CPU temperature, load, free disk beside the buffer."""
-    out: dict[str, Any] = {"load_1m": round(os.getloadavg()[0], 2)}
-    with contextlib.suppress(OSError, ValueError):
-        out["cpu_temp_c"] = int(Path("/sys/class/thermal/thermal_zone0/temp").read_text()) / 1000
-    try:
-        usage = shutil.disk_usage(data_dir)
-        out["disk_free_bytes"], out["disk_total_bytes"] = usage.free, usage.total
-    except OSError:
-        pass
-    return out
 
 
 class WebServer:
@@ -293,7 +277,6 @@ class WebServer:
 
     async def _store(self, request: web.Request) -> web.StreamResponse:
         return _json({"status": self.agent.status(), "exits": self._exits(),
-                      "pi": pi_health(self.agent.config.settings.agent.data_dir),
                       "me": self._me_data(self._session(request))})
 
     def _exit_name(self, request: web.Request) -> str:

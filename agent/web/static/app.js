@@ -67,7 +67,7 @@ async function pair(code) {
 
 // -- Store ------------------------------------------------------------------------------------
 
-function healthCard(status, pi) {
+function healthCard(status) {
   const b = status.broker, buf = status.buffer;
   const rows = [
     h("div", { class: "row" }, h("span", {}, "Broker ", h("span", { class: "muted" }, b.host)),
@@ -79,11 +79,13 @@ function healthCard(status, pi) {
     h("div", { class: "row" }, h("span", {}, "Clock"),
       badge(status.clocksynced ? "synced" : "not synced", status.clocksynced ? "ok" : "warn")),
   ];
+  const host = status.host || {};  // agent status's host health (agent/health.py)
   const facts = [];
-  if (pi.cpu_temp_c !== undefined) facts.push(`CPU ${pi.cpu_temp_c.toFixed(0)} °C`);
-  facts.push(`load ${pi.load_1m}`);
-  if (pi.disk_free_bytes !== undefined) facts.push(`disk ${(pi.disk_free_bytes / 2 ** 30).toFixed(1)} GiB free`);
-  rows.push(h("div", { class: "muted" }, "Pi: " + facts.join(", ")));
+  if (host.board) facts.push(host.board);
+  if (host.cpu_temp_c !== null && host.cpu_temp_c !== undefined) facts.push(`CPU ${host.cpu_temp_c.toFixed(0)} °C`);
+  if (host.disk) facts.push(`disk ${(host.disk.free_bytes / 2 ** 30).toFixed(1)} GiB free`);
+  if (facts.length) rows.push(h("div", { class: "muted" }, "Pi: " + facts.join(", ")));
+  for (const w of host.warnings || []) rows.push(h("div", { class: "error" }, w));
   return h("div", { class: "card", id: "health" }, rows);
 }
 
@@ -103,7 +105,7 @@ async function pageStore() {
         badge(d.online ? "online" : d.finished ? "finished" : "offline", d.online || d.finished ? "online" : "offline")),
       !d.online && !d.finished ? h("div", { class: "muted" }, (d.state && d.state.reason) || "not connected yet") : null));
   show(h("h2", {}, "Exits"), exits.length ? exits : h("p", { class: "muted" }, "No exits configured."),
-       h("h2", {}, "Health"), healthCard(s.status, s.pi),
+       h("h2", {}, "Health"), healthCard(s.status),
        h("h2", {}, "Devices"), devices);
   live.push({ close: clearTimeout.bind(null, setTimeout(() => current() === "store" && route(), 5000)) });
 }
