@@ -542,6 +542,15 @@ def _check_outputs(path: Path, settings: Settings) -> tuple[dict[str, Any], list
         if not isinstance(table, dict):
             problems.append(_describe(path, where, "must be a table", table, has_value=True))
             continue
+        with_credentials = [key for key, value in table.items()
+                            if isinstance(value, str) and "@" in value.partition("://")[2]
+                            .split("/", 1)[0]]
+        if with_credentials:  # said without the value: it would print the password
+            problems.append(_describe(
+                path, (*where, with_credentials[0]), "no credentials in a URL (they would be "
+                "logged); a webhook's receiver checks the signature made with secret_file",
+                None, has_value=False))
+            continue
         kind = table.get("kind")
         if kind not in KINDS:
             problems.append(_describe(

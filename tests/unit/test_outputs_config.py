@@ -38,6 +38,7 @@ def test_a_good_output_table_loads_with_the_defaults(cfg_dir: Path) -> None:
     ('kind = "milestone_analytics"\nhost = "h"\nmessage = "{type"',
      "outputs.vms.message: got '{type': not a valid template"),
     ('kind = "webhook"\nurl = "ftp://x/"', "outputs.vms.url: got 'ftp://x/': expected an http"),
+    ('kind = "webhook"\nurl = "https://u:pw@x/"', "outputs.vms.url: no credentials in a URL"),
     ('kind = "webhook"\nurl = "http://x/"\ntypes = ["eas.alarm", "eas.alrm"]',
      "outputs.vms.types: got ['eas.alarm', 'eas.alrm']: unknown event type 'eas.alrm'"),
     ('kind = "webhook"\nurl = "http://x/"\ntest_events = "count"',
@@ -53,6 +54,7 @@ def test_a_bad_output_is_a_config_error_naming_output_and_key(
     code, out = check(path, capsys)
     assert code == 2
     assert f"{path}: {expected}" in out, out
+    assert "pw@" not in out
 
 
 def test_outputs_test_without_a_running_agent_exits_3(cfg_dir: Path,
