@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 import tomllib
 import urllib.request
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 from support import AgentProcess, Broker, agent_config, metrics_port, wait_until, write_jsonl
+from test_contract import PROMTOOL
 from test_storage_faults import fill, small_disk  # noqa: F401 (a fixture)
 from vms_fakes import FakeHttp, FakeTcp, FakeUdp, analytics_events, exacq_transactions
 
@@ -264,6 +266,9 @@ def test_output_down_for_good_under_the_capacity_policy_is_announced_mqtt_unaffe
     line = next(x for x in text.splitlines()
                 if x.startswith('store_edge_agent_output_dropped_total{kind="milestone_generic",output="vms"}'))
     assert float(line.split()[-1]) == state["dropped"]
+    lint = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True,
+                          text=True, check=False)
+    assert lint.returncode == 0 and lint.stdout + lint.stderr == "", lint.stdout + lint.stderr
     assert agent.stop() == 0
 
 
