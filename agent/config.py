@@ -96,6 +96,21 @@ class BufferSection(_Section):
     synchronous: Literal["full", "normal"] = "full"
 
 
+class LimitsSection(_Section):
+    """Bounds on what the agent accepts from the outside (docs/security.md)."""
+
+    request_max_bytes: Size = Field(default=64 * 1024, ge=64, description="largest MQTT "
+                                    "request payload; a larger one is refused unread")
+    request_id_max: int = Field(default=128, ge=1, le=4096,
+                                description="longest request id (characters)")
+    request_max_depth: int = Field(default=16, ge=2, le=256,
+                                   description="deepest JSON nesting of a request")
+    requests_per_minute: int = Field(default=60, ge=1, description="MQTT requests answered "
+                                     "per minute; more are dropped (logged once a minute)")
+    selftests_per_hour: int = Field(default=12, ge=1, description="remote and scheduled "
+                                    "self-tests of all exits together, per hour")
+
+
 class MetricsSection(_Section):
     listen: str = Field(
         default="", description="HOST:PORT of the Prometheus endpoint, e.g. 127.0.0.1:9108 (port "
@@ -136,6 +151,9 @@ class ExitSection(_Section):
     schedule_retry: Duration = Field(
         default=300.0, description="a scheduled run that finds the door open or an alarm active "
         "is retried after this long")
+    min_interval: Duration = Field(
+        default=300.0, description="shortest time between two remote or scheduled self-tests "
+        "of this exit")
 
     @field_validator("schedule")
     @classmethod
@@ -194,6 +212,7 @@ class Settings(BaseSettings):
     mqtt: MqttSection = MqttSection()
     buffer: BufferSection = BufferSection()
     metrics: MetricsSection = MetricsSection()
+    limits: LimitsSection = LimitsSection()
     devices: dict[str, dict[str, Any]] = {}
     exits: dict[str, ExitSection] = {}
 

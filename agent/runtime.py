@@ -16,10 +16,13 @@ from agent.commands import CommandError, Commands, parse_request
 from agent.config import Config
 from agent.control import ANSWERS_KEY, PROGRESS_KEY, ControlServer
 from agent.driver import ActionError, Driver
+from agent.events import rfc3339
 from agent.metrics import Metrics
 from agent.pipeline import Pipeline
 from agent.publisher import Publisher
 from agent.selftest import Operator, QueueOperator, Selftests, SilentOperator
+from agent.selftest.guard import Refused, SelftestGuard
+from agent.selftest.marks import TestMarks
 from agent.selftest.schedule import SelftestSchedule
 from agent.status import RateMeter
 from agent.supervisor import Supervisor
@@ -64,13 +67,16 @@ class Agent:
         self.pipeline.on_state = lambda dev, state: self.publisher.retain(
             self.publisher.topics.state(dev), state
         )
+        self.marks = TestMarks(self.pipeline)
         self.drivers: list[Driver] = [
-            dev.driver(dev.id, dev.config, self.pipeline) for dev in config.devices.values()
+            dev.driver(dev.id, dev.config, self.marks) for dev in config.devices.values()
         ]
         self.supervisor = Supervisor(self.drivers)
         self.control = ControlServer(settings.agent.control_socket, self.commands)
         self.selftests = Selftests(self)
-        self.schedule = SelftestSchedule(self.selftests, config.exits)
+        self.guard = SelftestGuard(settings)
+        self.pipeline.subscribe(self.guard.committed)
+        self.schedule = SelftestSchedule(self.selftests, self.guard, config.exits)
         self.publish_rate = RateMeter()
         self._lifecycle = {"version": __version__, "config_hash": config.hash}
         self._stop = asyncio.Event()
@@ -302,6 +308,7 @@ class Agent:
                                "--walk` there")
         names = self.selftests.exits(exit_name)
         trigger = "cli" if operator.interactive else "remote"
+        self.guard.admit(names, trigger)
         reports = await self.selftests.run(names, walk=walk, trigger=trigger, operator=operator)
         results = {r["result"] for r in reports}
         overall = "fail" if "fail" in results else "incomplete" if "incomplete" in results \
@@ -329,6 +336,9 @@ class Agent:
                                    f"{', '.join(REMOTE_COMMANDS)}")
             result = await self.commands.call(command, params)
             reply = {"id": request_id, "status": "ok", **result}
+        except Refused as err:
+            reply = {"id": request_id, "status": "error", "error": str(err),
+                     "retry_at": rfc3339(err.retry_at)}
         except CommandError as err:
             reply = {"id": request_id, "status": "error", "error": str(err)}
         except Exception as err:

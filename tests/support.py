@@ -290,6 +290,36 @@ def agent_config(tmp: Path, broker: Broker | None, devices: dict[str, Any] | Non
     return cfg
 
 
+def request(broker: Broker, command: str, payload: bytes, *, v5_reply: bool = False,
+            reply_topic: str | None = None, root: str = "retail/t1/agent") -> dict[str, Any]:
+    """Publish one request to the test store's agent; wait for its response (on an MQTT 5
+    response topic when ``v5_reply``: ``reply_topic`` or a unique one)."""
+    if reply_topic is None:
+        reply_topic = f"test/replies/{time.monotonic_ns()}" if v5_reply else \
+            f"{root}/response/{command}"
+    sub = Subscriber(broker, reply_topic)
+    try:
+        client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        props = None
+        if v5_reply:
+            props = Properties(PacketTypes.PUBLISH)
+            props.ResponseTopic = reply_topic
+            props.CorrelationData = b"corr-1"
+        client.publish(f"{root}/request/{command}", payload, qos=1, properties=props
+                       ).wait_for_publish(5)
+        msg = wait_until(lambda: next(iter(sub.messages), None), 30, f"response to {command}")
+        client.loop_stop()
+        client.disconnect()
+        reply = json.loads(msg.payload)
+        if v5_reply:
+            assert msg.properties.CorrelationData == b"corr-1"
+        return dict(reply)
+    finally:
+        sub.close()
+
+
 def write_jsonl(path: Path, events: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(e) + "\n" for e in events))
     return path
