@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import time
 from typing import Any
@@ -12,7 +13,7 @@ from paho.mqtt.properties import Properties
 
 from agent import __version__
 from agent.buffer import Buffer
-from agent.commands import CommandError, Commands, parse_request
+from agent.commands import CommandError, Commands, RateLimit, RequestLimits, parse_request
 from agent.config import Config
 from agent.control import ANSWERS_KEY, PROGRESS_KEY, ControlServer
 from agent.driver import ActionError, Driver
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 REMOTE_COMMANDS = ("selftest", "status")
 """What ``<root>/agent/request/<command>`` may ask; ``action`` and ``sim`` drive hardware and
 stay on the control socket (owner and group only)."""
+COMMAND_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+"""What a request topic's last level must look like to be answered at all (it is echoed)."""
 
 
 class Agent:
@@ -78,6 +81,11 @@ class Agent:
         self.pipeline.subscribe(self.guard.committed)
         self.schedule = SelftestSchedule(self.selftests, self.guard, config.exits)
         self.publish_rate = RateMeter()
+        limits = settings.limits
+        self.request_limits = RequestLimits(limits.request_max_bytes, limits.request_id_max,
+                                            limits.request_max_depth)
+        self.request_rate = RateLimit(limits.requests_per_minute)
+        self._rate_logged = 0.0
         self._lifecycle = {"version": __version__, "config_hash": config.hash}
         self._stop = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -318,19 +326,47 @@ class Agent:
     # -- remote requests -----------------------------------------------------------------------
 
     def _on_mqtt_request(self, command: str, payload: bytes, props: Properties | None) -> None:
-        """Called on the MQTT thread: hand over to the event loop."""
-        if self._loop is not None:
-            asyncio.run_coroutine_threadsafe(self._answer(command, payload, props), self._loop)
+        """Called on the MQTT thread: over the rate limit drop it (unanswered: answering a
+        flood would feed it), else hand over to the event loop."""
+        if self._loop is None:
+            return
+        if not self.request_rate.allow():
+            now = time.monotonic()
+            if now - self._rate_logged >= 60:
+                self._rate_logged = now
+                log.warning("MQTT requests over limits.requests_per_minute %d are dropped "
+                            "unanswered (%d so far)", self.config.settings.limits.requests_per_minute,
+                            self.request_rate.refused)
+            return
+        asyncio.run_coroutine_threadsafe(self._answer(command, payload, props), self._loop)
+
+    def _response_topic(self, command: str, props: Properties | None) -> tuple[str, str | None]:
+        """Where to answer, and why a requested MQTT 5 response topic was refused."""
+        default = self.publisher.topics.response(command)
+        wanted = getattr(props, "ResponseTopic", None) if props is not None else None
+        if not wanted:
+            return default, None
+        allowed = self.publisher.topics.response("")
+        if wanted.startswith(allowed) and len(wanted) > len(allowed) and \
+                not any(c in wanted for c in "+#\0") and len(wanted.encode()) <= 1024:
+            return wanted, None
+        return default, f"response topic refused: only topics under {allowed} are answered"
 
     async def _answer(self, command: str, payload: bytes, props: Properties | None) -> None:
-        topic = self.publisher.topics.response(command)
-        correlation = None
-        if props is not None:
-            topic = getattr(props, "ResponseTopic", None) or topic
-            correlation = getattr(props, "CorrelationData", None)
+        if not COMMAND_NAME.fullmatch(command):
+            log.warning("MQTT request on an invalid command name dropped (%d characters)",
+                        len(command))
+            return
+        topic, refused = self._response_topic(command, props)
+        correlation = getattr(props, "CorrelationData", None) if props is not None else None
+        if correlation is not None and len(correlation) > self.request_limits.id_max:
+            correlation, refused = None, (f"correlation data longer than "
+                                          f"limits.request_id_max {self.request_limits.id_max}")
         request_id: str | None = None
         try:
-            request_id, params = parse_request(payload)
+            request_id, params = parse_request(payload, self.request_limits)
+            if refused:
+                raise CommandError(refused)
             if command not in REMOTE_COMMANDS:
                 raise CommandError(f"command {command!r} is not allowed over MQTT; allowed: "
                                    f"{', '.join(REMOTE_COMMANDS)}")

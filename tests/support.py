@@ -295,7 +295,7 @@ def request(broker: Broker, command: str, payload: bytes, *, v5_reply: bool = Fa
     """Publish one request to the test store's agent; wait for its response (on an MQTT 5
     response topic when ``v5_reply``: ``reply_topic`` or a unique one)."""
     if reply_topic is None:
-        reply_topic = f"test/replies/{time.monotonic_ns()}" if v5_reply else \
+        reply_topic = f"{root}/response/replies-{time.monotonic_ns()}" if v5_reply else \
             f"{root}/response/{command}"
     sub = Subscriber(broker, reply_topic)
     try:

@@ -8,6 +8,10 @@ import re
 import threading
 import time
 
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from support import request, wait_until
 from test_selftest import config, exit1, start
 
@@ -81,4 +85,79 @@ def test_remote_and_scheduled_self_tests_share_a_global_hourly_limit(tmp_path, b
     assert refused["status"] == "error" and "limits.selftests_per_hour 2" in refused["error"]
     status = json.loads(agent.run_cli("status", "--json").stdout)
     assert "selftests_per_hour" in status["selftest_schedule"]["exit1"]["postponed"]["reason"]
+    assert agent.stop() == 0
+
+
+def publish(broker, topic: str, payloads: list[bytes], *, response_topic: str | None = None
+            ) -> None:
+    """Publish raw requests (QoS 1), optionally with an MQTT 5 response topic."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    props = None
+    if response_topic is not None:
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = response_topic
+    for payload in payloads:
+        client.publish(topic, payload, qos=1, properties=props).wait_for_publish(5)
+    client.loop_stop()
+    client.disconnect()
+
+
+def test_requests_are_bounded_in_size_id_and_depth(tmp_path, broker, agents):
+    agent = start(tmp_path, agents, config(tmp_path, broker, exit1()))
+    big_id = "x" * (10 * 1024 * 1024)  # echoed in full, this dropped the agent's connection
+    reply = request(broker, "status", json.dumps({"id": big_id}).encode())
+    assert reply == {"id": None, "status": "error", "error": "request is 10485770 bytes, more "
+                     "than limits.request_max_bytes 65536: refused unread"}
+    reply = request(broker, "status", json.dumps({"id": "y" * 129}).encode())
+    assert reply == {"id": None, "status": "error", "error": 'request "id" is 129 characters, '
+                     "more than limits.request_id_max 128"}
+    deep = b'{"id": "d1", "x": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    reply = request(broker, "status", deep)
+    assert reply == {"id": None, "status": "error",
+                     "error": "request is nested deeper than limits.request_max_depth 16"}
+    reply = request(broker, "status", b'{"id": "ok1", "x": [[["[[[[[[[[[[[[[[[[[[[["]]]}')
+    assert reply["status"] == "ok" and reply["id"] == "ok1"  # brackets in strings do not count
+    assert "Traceback" not in agent.output() and "recursion" not in agent.output()
+    assert agent.run_cli("status").returncode == 0
+    assert agent.stop() == 0
+
+
+def test_a_response_topic_outside_the_stores_response_tree_is_refused(
+        tmp_path, broker, subscriber, agents):
+    agent = start(tmp_path, agents, config(tmp_path, broker, exit1()))
+    for foreign in ("retail/t2/agent/status", "retail/t1/events/exit1-eas/eas.alarm",
+                    "retail/t1/agent/response/"):
+        subscriber.sync()
+        before = len(subscriber.payloads(foreign))
+        publish(broker, "retail/t1/agent/request/status", [b'{"id": "f1"}'],
+                response_topic=foreign)
+        refusal = json.loads(wait_until(lambda: subscriber.payloads(
+            "retail/t1/agent/response/status"), 15, "the refusal")[-1])
+        assert refusal == {"id": "f1", "status": "error", "error": "response topic refused: "
+                           "only topics under retail/t1/agent/response/ are answered"}
+        subscriber.sync()
+        assert len(subscriber.payloads(foreign)) == before
+        subscriber.messages.clear()
+    reply = request(broker, "status", b'{"id": "ok"}', v5_reply=True,
+                    reply_topic="retail/t1/agent/response/dashboard-7")
+    assert reply["status"] == "ok"
+    assert agent.stop() == 0
+
+
+def test_requests_over_the_rate_limit_are_dropped_unanswered(tmp_path, broker, subscriber,
+                                                             agents):
+    cfg = config(tmp_path, broker, exit1())
+    cfg["limits"] = {"requests_per_minute": 10}
+    agent = start(tmp_path, agents, cfg)
+    publish(broker, "retail/t1/agent/request/status",
+            [json.dumps({"id": f"s{n}"}).encode() for n in range(200)])
+    wait_until(lambda: "over limits.requests_per_minute 10 are dropped" in agent.output(), 15,
+               "the rate-limit log line")
+    time.sleep(2)
+    subscriber.sync()
+    answered = subscriber.payloads("retail/t1/agent/response/status")
+    assert 10 <= len(answered) <= 12  # a burst of 10, then one every 6 s
+    assert agent.run_cli("status").returncode == 0  # the socket is not limited
     assert agent.stop() == 0
