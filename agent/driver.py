@@ -121,6 +121,12 @@ class DriverContext(Protocol):
         """
         ...
 
+    def undelivered_from(self) -> int | None:
+        """The lowest seq the broker has not acknowledged yet (``None``: all delivered); an
+        event with a seq at or above it is still unpublished. A small disk read: call it from
+        a thread, not in a tight loop."""
+        ...
+
 
 class Driver:
     """A driver: one instance per configured device, running as a long-lived task.

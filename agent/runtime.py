@@ -15,9 +15,11 @@ from agent import __version__
 from agent.buffer import Buffer
 from agent.commands import CommandError, Commands, RateLimit, RequestLimits, parse_request
 from agent.config import Config
+from agent.context import Context
 from agent.control import ANSWERS_KEY, PROGRESS_KEY, ControlServer
 from agent.driver import ActionError, Driver
 from agent.events import rfc3339
+from agent.files import restrict_modes
 from agent.metrics import Metrics
 from agent.pipeline import Pipeline
 from agent.publisher import Publisher
@@ -70,9 +72,10 @@ class Agent:
         self.pipeline.on_state = lambda dev, state: self.publisher.retain(
             self.publisher.topics.state(dev), state
         )
-        self.marks = TestMarks(self.pipeline)
+        self.marks = TestMarks()
+        context = Context(self.pipeline, self.marks)
         self.drivers: list[Driver] = [
-            dev.driver(dev.id, dev.config, self.marks) for dev in config.devices.values()
+            dev.driver(dev.id, dev.config, context) for dev in config.devices.values()
         ]
         self.supervisor = Supervisor(self.drivers)
         self.control = ControlServer(settings.agent.control_socket, self.commands)
@@ -119,6 +122,7 @@ class Agent:
         self._loop = asyncio.get_running_loop()
         settings = self.config.settings
         self.buffer.open()
+        restrict_modes(self.buffer.path)
         self.pipeline.start()
         if self.buffer.reset_report is not None:
             self.pipeline.emit_agent("agent.events_dropped", self.buffer.reset_report.data())

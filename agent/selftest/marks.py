@@ -7,7 +7,7 @@ the window, and the claim not used up yet. A second alarm in the same window, an
 the window, a forced door during a stimulus, a device going offline: all real, whatever runs.
 A ``camera.snapshot`` is a test when the event that triggered it was.
 
-Drivers reach the pipeline through ``TestMarks``; it decides ``test`` and passes every event on.
+The drivers' context (``agent.context``) asks ``claimed()`` for every event it passes on.
 """
 
 from __future__ import annotations
@@ -15,14 +15,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from agent.config import Settings
-    from agent.pipeline import Pipeline
+from typing import Any
 
 __all__ = ["Claim", "TestMarks"]
 
@@ -48,14 +42,11 @@ class Claim:
 
 
 class TestMarks:
-    """The drivers' ``DriverContext``: the pipeline, with ``test`` set by the open claims."""
+    """The open claims of running self-tests (safe from any thread)."""
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
-        self.store_id: str = pipeline.store_id
-        self.settings: Settings = pipeline.settings
+    def __init__(self) -> None:
         self._claims: list[Claim] = []
         self._marked: deque[str] = deque(maxlen=MARKED_IDS)
         self._lock = threading.Lock()
@@ -91,31 +82,7 @@ class TestMarks:
                     return True
         return False
 
-    # -- DriverContext -------------------------------------------------------------------------
-
-    def emit(self, device_id: str, event_type: str, data: dict[str, Any] | None = None, *,
-             time: float | None = None, subject: str | None = None) -> str:
-        """Validate, stamp and queue one event; ``test`` only when a self-test claimed it.
-
-        Raises:
-            EventError: not a catalogue type, or ``data`` does not fit the type.
-        """
-        test = self.claimed(device_id, event_type, data)
-        event_id = self.pipeline.emit(device_id, event_type, data, time=time, subject=subject,
-                                      test=test)
-        if test:
-            with self._lock:
-                self._marked.append(event_id)
-        return event_id
-
-    def publish_state(self, device_id: str, state: dict[str, Any]) -> None:
-        self.pipeline.publish_state(device_id, state)
-
-    def data_dir(self, device_id: str) -> Path:
-        return self.pipeline.data_dir(device_id)
-
-    def exit_of(self, device_id: str) -> str | None:
-        return self.pipeline.exit_of(device_id)
-
-    def subscribe(self, listener: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
-        return self.pipeline.subscribe(listener)
+    def note(self, event_id: str) -> None:
+        """``event_id`` was marked: a snapshot it triggers is a test too."""
+        with self._lock:
+            self._marked.append(event_id)

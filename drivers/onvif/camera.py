@@ -15,9 +15,11 @@ import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
+import aiohttp
 from aiohttp import ClientError
 from zeep.exceptions import Fault, TransportError
 
+from drivers.onvif.fetch import FetchRefused, fetch_image, pin_uri
 from drivers.onvif.mapping import Message
 from drivers.onvif.timesync import camera_epoch, measure_offset
 
@@ -115,6 +117,9 @@ class Camera:
                  request_timeout: float, lifetime: float) -> None:
         self.device = onvif.ONVIFCamera(host, port, username or None, password or None,
                                         no_cache=True, adjust_time=False)
+        self.host, self.port = host, port
+        self._login = (username, password)
+        self._http: aiohttp.ClientSession | None = None
         self.request_timeout = request_timeout
         self.lifetime = dt.timedelta(seconds=lifetime)
         self.offset: float | None = None
@@ -231,19 +236,34 @@ class Camera:
         if self._subscription is not None:
             await self._call(self._subscription.Unsubscribe(), fault_reason=LOST)
 
-    async def snapshot(self, profile: str, timeout: float) -> bytes:
-        """A JPEG from GetSnapshotUri (HTTP digest auth), fetched within ``timeout``.
+    async def snapshot(self, profile: str, timeout: float, max_bytes: int) -> bytes:
+        """A JPEG from GetSnapshotUri, fetched from the configured camera only (HTTP Digest, no
+        redirects, at most ``max_bytes``) within ``timeout``; see ``drivers.onvif.fetch``.
 
         Raises:
-            CameraError: no profile, no snapshot URI, the fetch failed, or not a JPEG.
+            CameraError: no profile, no snapshot URI, a URI on another host, a redirect, too
+                large, the fetch failed, or not a JPEG.
         """
         token = profile or (self.profiles[0] if self.profiles else "")
         if not token:
             raise CameraError(PROTOCOL, "the camera has no media profile")
-        image = await self._call(self.device.get_snapshot(token, timeout=timeout),
-                                 timeout=timeout + self.request_timeout)
-        if not image:
-            raise CameraError(PROTOCOL, f"no snapshot for profile {token!r}")
+        # asked each time (not the library's cache): a URI may change with a reboot
+        media = await self._call(self.device.create_media_service())
+        answer = await self._call(media.GetSnapshotUri({"ProfileToken": token}))
+        uri = getattr(answer, "Uri", None)
+        if not uri:
+            raise CameraError(PROTOCOL, f"no snapshot URI for profile {token!r}")
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=False, limit=2))  # LAN cameras self-sign
+        try:
+            image = await fetch_image(self._http, pin_uri(str(uri), self.host, self.port),
+                                      username=self._login[0], password=self._login[1],
+                                      timeout=timeout, max_bytes=max_bytes)
+        except FetchRefused as err:
+            raise CameraError(PROTOCOL, str(err)) from err
+        except (ClientError, TimeoutError) as err:
+            raise classify(err) from err
         if not image.startswith(b"\xff\xd8"):
             raise CameraError(PROTOCOL, f"snapshot is not a JPEG ({len(image)} bytes)")
         return image
@@ -251,4 +271,6 @@ class Camera:
     async def close(self) -> None:
         """Close every HTTP session (never sends Unsubscribe)."""
         with contextlib.suppress(TimeoutError, ClientError, OSError, RuntimeError):
+            if self._http is not None:
+                await asyncio.wait_for(self._http.close(), 0.5)
             await asyncio.wait_for(self.device.close(), 0.5)  # within the 2 s stop budget

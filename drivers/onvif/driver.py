@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.backoff import Backoff
@@ -70,6 +71,9 @@ class OnvifDriver(Driver):
         self._last_state = 0.0
         self._triggers: asyncio.Queue[dict[str, Any]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._saved: dict[str, int | None] = {}
+        """Path of each snapshot we announced -> the seq of its ``camera.snapshot`` (``None``
+        until committed): retention keeps those whose event is not published yet."""
 
     # -- run ----------------------------------------------------------------------------------
 
@@ -258,6 +262,11 @@ class OnvifDriver(Driver):
     def _on_committed(self, env: dict[str, Any]) -> None:
         """On the buffer's writer thread: pick triggers cheaply and hand them to our loop."""
         cfg = self.config
+        if env.get("type") == "camera.snapshot" and env.get("deviceid") == self.device_id:
+            path = str(env["data"].get("path"))
+            if path in self._saved:
+                self._saved[path] = int(env["seq"])  # one key store: atomic
+            return
         if self._loop is None or not is_trigger(
             env, cfg.snapshot_on, device_id=self.device_id,
             exit_name=self.context.exit_of(self.device_id), include_test=cfg.snapshot_test,
@@ -279,7 +288,7 @@ class OnvifDriver(Driver):
         cfg = self.config
         assert self._triggers is not None
         store = SnapshotStore(self.context.data_dir(self.device_id) / "snapshots",
-                              keep=cfg.snapshot_keep, max_bytes=int(cfg.snapshot_max_bytes),
+                              keep=cfg.snapshot_keep, max_bytes=int(cfg.snapshot_store_bytes),
                               max_age=cfg.snapshot_max_age)
         while True:
             env = await self._triggers.get()
@@ -295,13 +304,26 @@ class OnvifDriver(Driver):
         cam = self.camera
         if cam is None:
             raise RuntimeError("camera offline")
-        image = await cam.snapshot(self.config.snapshot_profile, self.config.snapshot_timeout)
+        cfg = self.config
+        image = await cam.snapshot(cfg.snapshot_profile, cfg.snapshot_timeout,
+                                   int(cfg.snapshot_max_bytes))
         taken = time.time()
-        saved = await asyncio.to_thread(store.save, image, env["id"], taken)
+        saved = await asyncio.to_thread(store.save, image, env["id"], taken,
+                                        protect=await asyncio.to_thread(self._unpublished))
+        self._saved[str(saved.path)] = None
         self.emit("camera.snapshot", {"path": str(saved.path), "sha256": saved.sha256,
                                       "bytes": saved.bytes, "trigger_id": env["id"]}, time=taken)
         self.counts["snapshots"] += 1
         self._publish(force=True, last_snapshot=str(saved.path))
+
+    def _unpublished(self) -> set[Path]:
+        """Our snapshots whose ``camera.snapshot`` is not published yet (forgets the others)."""
+        floor = self.context.undelivered_from()
+        keep = {path for path, seq in self._saved.items()
+                if seq is None or (floor is not None and seq >= floor)}
+        for path in set(self._saved) - keep:
+            self._saved.pop(path, None)
+        return {Path(p) for p in keep}
 
     # -- health and simulation ----------------------------------------------------------------
 

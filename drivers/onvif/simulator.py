@@ -159,6 +159,15 @@ class FakeCamera:
         """Answer PullMessages at once even when nothing is waiting (some firmwares do)."""
         self.snapshot_delay = 0.0
         """Seconds the snapshot URI takes to answer (a camera busy encoding)."""
+        self.snapshot_size = 0
+        """A hostile camera: pad each snapshot to this many bytes, streamed without a length."""
+        self.snapshot_uri: str | None = None
+        """A hostile camera: report this snapshot URI instead of its own."""
+        self.snapshot_redirect: str | None = None
+        """A hostile camera: answer the snapshot URI with a 302 to this location."""
+        self.snapshot_requests = 0
+        self.snapshot_logins = 0
+        """Snapshot requests that carried an ``Authorization`` header (a login sent here)."""
         self.auth_window = auth_window
         self.initial_state = initial_state
         self.subscriptions: dict[str, _Subscription] = {}
@@ -386,7 +395,8 @@ class FakeCamera:
         if token != "profile_1":  # noqa: S105 - a profile token, not a secret
             raise SoapFault("ter:InvalidArgVal", f"no profile {token!r}")
         return (
-            f"<trt:GetSnapshotUriResponse><trt:MediaUri><tt:Uri>{self.base}/snapshot.jpg</tt:Uri>"
+            f"<trt:GetSnapshotUriResponse><trt:MediaUri><tt:Uri>"
+            f"{escape(self.snapshot_uri or self.base + '/snapshot.jpg')}</tt:Uri>"
             "<tt:InvalidAfterConnect>false</tt:InvalidAfterConnect><tt:InvalidAfterReboot>false"
             "</tt:InvalidAfterReboot><tt:Timeout>PT0S</tt:Timeout></trt:MediaUri>"
             "</trt:GetSnapshotUriResponse>"
@@ -482,7 +492,11 @@ class FakeCamera:
 
     # -- snapshot (HTTP digest, RFC 7616 MD5 with qop=auth) ----------------------------------------
 
-    async def _snapshot(self, request: web.Request) -> web.Response:
+    async def _snapshot(self, request: web.Request) -> web.StreamResponse:
+        self.snapshot_requests += 1
+        self.snapshot_logins += "Authorization" in request.headers
+        if self.snapshot_redirect:
+            raise web.HTTPFound(self.snapshot_redirect)
         if not self._digest_ok(request):
             return web.Response(status=401, headers={"WWW-Authenticate": (
                 f'Digest realm="fakecam", qop="auth", nonce="{self._digest_nonce}", '
@@ -491,7 +505,24 @@ class FakeCamera:
         self.snapshots += 1
         comment = f"fakecam snapshot {self.snapshots} {time.time():.6f}".encode()
         segment = b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment
-        return web.Response(body=_JPEG[:2] + segment + _JPEG[2:], content_type="image/jpeg")
+        image = _JPEG[:2] + segment + _JPEG[2:]
+        if self.snapshot_size > len(image):
+            return await self._stream(request, image, self.snapshot_size)
+        return web.Response(body=image, content_type="image/jpeg")
+
+    async def _stream(self, request: web.Request, image: bytes, size: int) -> web.StreamResponse:
+        """``image`` followed by zeros up to ``size`` bytes, chunked, until the client hangs up."""
+        response = web.StreamResponse(headers={"Content-Type": "image/jpeg"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(image)
+        chunk, sent = bytes(256 * 1024), len(image)
+        with contextlib.suppress(ConnectionError):
+            while sent < size:
+                await response.write(chunk[:size - sent])
+                sent += len(chunk)
+            await response.write_eof()
+        return response
 
     def _digest_ok(self, request: web.Request) -> bool:
         header = request.headers.get("Authorization", "")

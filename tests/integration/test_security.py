@@ -7,13 +7,16 @@ import json
 import re
 import threading
 import time
+from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from support import request, wait_until
-from test_selftest import config, exit1, start
+from support import AgentProcess, request, wait_until
+from test_selftest import FAST_CAM, config, exit1, start
+
+from drivers.onvif.simulator import FakeCameraThread
 
 
 def test_a_real_alarm_during_a_remote_self_test_is_not_a_test(tmp_path, broker, subscriber,
@@ -161,3 +164,69 @@ def test_requests_over_the_rate_limit_are_dropped_unanswered(tmp_path, broker, s
     assert 10 <= len(answered) <= 12  # a burst of 10, then one every 6 s
     assert agent.run_cli("status").returncode == 0  # the socket is not limited
     assert agent.stop() == 0
+
+
+def peak_rss_mib(agent: AgentProcess) -> float:
+    """The agent process's peak resident memory (VmHWM), MiB."""
+    status = Path(f"/proc/{agent.proc.pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def test_a_hostile_camera_cannot_wipe_evidence_redirect_or_collect_the_login(
+        tmp_path, broker, subscriber, agents):
+    cam, other = FakeCameraThread(password="cam-pass"), FakeCameraThread(password="other")
+    try:
+        secret = tmp_path / "camera.password"
+        secret.write_text("cam-pass\n")
+        devices = exit1(**{"exit1-cam": {
+            "driver": "onvif", "host": "127.0.0.1", "port": cam.port, "username": "admin",
+            "password_file": str(secret), "snapshot_on": ["eas.alarm"],
+            "snapshot_max_bytes": "1MiB", "snapshot_keep": 1, **FAST_CAM}})
+        agent = start(tmp_path, agents, config(tmp_path, broker, devices, camera="exit1-cam"))
+
+        def alarm_and_snapshot_attempt(n: int) -> None:
+            """A real alarm at the exit; wait until the camera was asked for snapshot n."""
+            assert agent.run_cli("sim", "gpio", "exit1-eas", "pulse").returncode == 0
+            wait_until(lambda: cam.camera.snapshot_requests >= n, 15, f"snapshot request {n}")
+
+        alarm_and_snapshot_attempt(2)  # a digest challenge, then the answer
+        first = subscriber.wait_events(1, "camera.snapshot")[0]
+        kept = Path(first["data"]["path"])
+        assert kept.read_bytes().startswith(b"\xff\xd8")
+
+        # 1 GiB, streamed without a length: reading stops at 1 MiB, nothing is saved, and the
+        # evidence already there stays (snapshot_keep = 1 and its event may be unsent).
+        cam.camera.snapshot_size = 1024**3
+        alarm_and_snapshot_attempt(4)
+        wait_until(lambda: "larger than snapshot_max_bytes 1048576" in agent.output(), 15,
+                   "the refusal in the log")
+        assert peak_rss_mib(agent) < 250
+        assert kept.exists() and [p.name for p in kept.parent.iterdir()] == [kept.name]
+        cam.camera.snapshot_size = 0
+
+        # A redirect to another host is not followed: the other host never sees our login.
+        cam.camera.snapshot_redirect = f"http://127.0.0.1:{other.port}/snapshot.jpg"
+        alarm_and_snapshot_attempt(5)
+        wait_until(lambda: "redirects are not followed" in agent.output(), 15, "the refusal")
+        cam.camera.snapshot_redirect = None
+
+        # A URI on a DNS name is refused; one on another private address is pinned to the
+        # configured camera (a camera behind NAT reports its inner address).
+        cam.camera.snapshot_uri = "http://evil.example:8080/snapshot.jpg"
+        assert agent.run_cli("sim", "gpio", "exit1-eas", "pulse").returncode == 0
+        wait_until(lambda: "another host (evil.example:8080) than the camera" in agent.output(),
+                   15, "the refusal")
+        cam.camera.snapshot_uri = f"http://192.168.77.9:{other.port}/snapshot.jpg"
+        requests = cam.camera.snapshot_requests
+        assert agent.run_cli("sim", "gpio", "exit1-eas", "pulse").returncode == 0
+        second = subscriber.wait_events(2, "camera.snapshot")[1]
+        assert cam.camera.snapshot_requests >= requests + 1
+        assert Path(second["data"]["path"]).exists()
+        assert other.camera.snapshot_requests == 0 and other.camera.snapshot_logins == 0
+        state = json.loads(subscriber.payloads("retail/t1/state/exit1-cam")[-1])
+        assert Path(state["last_snapshot"]).exists()
+        assert "cam-pass" not in agent.output()
+        assert agent.stop() == 0
+    finally:
+        cam.close()
+        other.close()
