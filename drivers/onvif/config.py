@@ -51,6 +51,8 @@ class OnvifConfig(DriverConfig):
                                    description="event types at this camera's exit that take one")
     snapshot_profile: str = Field(default="", description="media profile token; first if empty")
     snapshot_timeout: Duration = Field(default=5.0, gt=0)
+    xml_max_bytes: Size = Field(default=4 * 1024**2, gt=0,
+                                description="the largest SOAP answer read from the camera")
     snapshot_max_bytes: Size = Field(
         default=8 * 1024**2, gt=0,
         description="the largest single snapshot; a larger answer is refused and nothing saved "

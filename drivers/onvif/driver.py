@@ -138,7 +138,8 @@ class OnvifDriver(Driver):
         cfg = self.config
         # Read for every attempt: a corrected password file needs no agent restart.
         cam = Camera(host, port, username, await self._password(),
-                     request_timeout=cfg.request_timeout, lifetime=cfg.subscription_lifetime)
+                     request_timeout=cfg.request_timeout, lifetime=cfg.subscription_lifetime,
+                     xml_max_bytes=int(cfg.xml_max_bytes))
         try:
             await cam.connect(want_profiles=bool(cfg.snapshot_on))
             self._clock(cam.offset)

@@ -1,4 +1,5 @@
-"""The snapshot fetch: the URI pinned to the camera, no redirects, a streamed read with a cap.
+"""Bounded reads from a camera: SOAP answers up to ``xml_max_bytes``; the snapshot fetch with
+its URI pinned to the camera, no redirects and a streamed read up to ``snapshot_max_bytes``.
 
 A camera is not trusted with where our credentials go or how much we read. The URI it reports
 is only fetched from the configured camera (``pin_uri``): an address a camera behind NAT
@@ -14,14 +15,71 @@ import ipaddress
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+from lxml import etree
 
-__all__ = ["FetchRefused", "fetch_image", "pin_uri"]
+__all__ = ["FetchRefused", "bounded_session", "fetch_image", "pin_uri"]
 
 CHUNK = 64 * 1024
 
 
 class FetchRefused(Exception):
     """The camera's answer (or its URI) was not taken; the message says why, nothing was saved."""
+
+
+def check_xml_limits(body: bytes) -> None:
+    """Refuse an XML answer past libxml2's limits without ``huge_tree`` (256 levels deep, 10 MB
+    text nodes). The SOAP stack parses with ``recover``, which would silently cut such a
+    document down (a 100k-deep pull answer became an empty pull); other syntax errors are
+    left to it.
+
+    Raises:
+        FetchRefused: the answer is nested too deep or has a huge node.
+    """
+    if not body.lstrip().startswith(b"<"):
+        return
+    try:
+        etree.fromstring(body, _STRICT)
+    except etree.XMLSyntaxError as err:
+        if err.code == etree.ErrorTypes.ERR_RESOURCE_LIMIT:
+            raise FetchRefused(f"XML answer refused: {err.msg}") from err
+
+
+_STRICT = etree.XMLParser(huge_tree=False, resolve_entities=False, no_network=True)
+
+
+class _BoundedResponse(aiohttp.ClientResponse):
+    """A response whose whole-body ``read()`` (what the SOAP stack uses) stops at
+    ``max_bytes``, and whose XML is within ``check_xml_limits``: a camera's 300 MB answer
+    costs at most that much memory, not 300 MB."""
+
+    max_bytes = 0
+
+    async def read(self) -> bytes:
+        if self._body is None:
+            declared = self.content_length
+            body = bytearray()
+            try:
+                if declared is not None and declared > self.max_bytes:
+                    raise FetchRefused(f"answer of {declared} bytes is larger than xml_max_bytes "
+                                       f"{self.max_bytes}: refused unread")
+                async for chunk in self.content.iter_chunked(CHUNK):
+                    body += chunk
+                    if len(body) > self.max_bytes:
+                        raise FetchRefused(f"answer is larger than xml_max_bytes "
+                                           f"{self.max_bytes}: reading stopped")
+            except BaseException:
+                self.close()
+                raise
+            check_xml_limits(bytes(body))
+            self._body = bytes(body)
+        return await super().read()
+
+
+def bounded_session(max_bytes: int) -> aiohttp.ClientSession:
+    """A session for the SOAP services whose answers are read up to ``max_bytes``."""
+    response_class = type("BoundedResponse", (_BoundedResponse,), {"max_bytes": max_bytes})
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False),
+                                 response_class=response_class)
 
 
 def _netloc(host: str, port: int) -> str:

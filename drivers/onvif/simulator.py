@@ -165,6 +165,10 @@ class FakeCamera:
         """A hostile camera: report this snapshot URI instead of its own."""
         self.snapshot_redirect: str | None = None
         """A hostile camera: answer the snapshot URI with a 302 to this location."""
+        self.pull_padding = 0
+        """A hostile camera: stream this many bytes of whitespace after each PullMessages answer."""
+        self.pull_depth = 0
+        """A hostile camera: nest an element this deep in each PullMessages answer."""
         self.snapshot_requests = 0
         self.snapshot_logins = 0
         """Snapshot requests that carried an ``Authorization`` header (a login sent here)."""
@@ -291,11 +295,12 @@ class FakeCamera:
             return self._fault(SoapFault("ter:WellFormed", f"not XML: {err}"))
         if isinstance(result, web.StreamResponse):
             return result
-        return web.Response(
-            body=f'<?xml version="1.0" encoding="UTF-8"?><env:Envelope {_XMLNS}><env:Body>{result}'
-                 "</env:Body></env:Envelope>",
-            content_type="application/soap+xml", charset="utf-8",
-        )
+        body = (f'<?xml version="1.0" encoding="UTF-8"?><env:Envelope {_XMLNS}><env:Body>{result}'
+                "</env:Body></env:Envelope>")
+        if op == "PullMessages" and self.pull_padding:
+            return await self._stream(request, body.encode(), self.pull_padding, fill=b" ",
+                                      content_type="application/soap+xml; charset=utf-8")
+        return web.Response(body=body, content_type="application/soap+xml", charset="utf-8")
 
     def _fault(self, fault: SoapFault) -> web.Response:
         xml = (
@@ -470,6 +475,7 @@ class FakeCamera:
             f"<tev:PullMessagesResponse><tev:CurrentTime>{_iso(now)}</tev:CurrentTime>"
             f"<tev:TerminationTime>{_iso(sub.terminates)}</tev:TerminationTime>"
             + "".join(m.xml(now) for m in messages)
+            + "<tev:x>" * self.pull_depth + "</tev:x>" * self.pull_depth
             + "</tev:PullMessagesResponse>"
         )
 
@@ -510,13 +516,16 @@ class FakeCamera:
             return await self._stream(request, image, self.snapshot_size)
         return web.Response(body=image, content_type="image/jpeg")
 
-    async def _stream(self, request: web.Request, image: bytes, size: int) -> web.StreamResponse:
-        """``image`` followed by zeros up to ``size`` bytes, chunked, until the client hangs up."""
-        response = web.StreamResponse(headers={"Content-Type": "image/jpeg"})
+    async def _stream(self, request: web.Request, head: bytes, size: int, *,
+                      fill: bytes = b"\0", content_type: str = "image/jpeg"
+                      ) -> web.StreamResponse:
+        """``head`` followed by ``fill`` up to ``size`` bytes, chunked without a length, until
+        the client hangs up."""
+        response = web.StreamResponse(headers={"Content-Type": content_type})
         response.enable_chunked_encoding()
         await response.prepare(request)
-        await response.write(image)
-        chunk, sent = bytes(256 * 1024), len(image)
+        await response.write(head)
+        chunk, sent = fill * (256 * 1024), len(head)
         with contextlib.suppress(ConnectionError):
             while sent < size:
                 await response.write(chunk[:size - sent])

@@ -13,7 +13,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from support import AgentProcess, request, wait_until
+from support import AgentProcess, agent_config, request, wait_until
 from test_selftest import FAST_CAM, config, exit1, start
 
 from drivers.onvif.simulator import FakeCameraThread
@@ -230,3 +230,36 @@ def test_a_hostile_camera_cannot_wipe_evidence_redirect_or_collect_the_login(
     finally:
         cam.close()
         other.close()
+
+
+def test_a_camera_answering_pulls_with_huge_or_deep_xml_is_refused(tmp_path, broker, subscriber,
+                                                                    agents):
+    cam = FakeCameraThread(password="cam-pass")
+    try:
+        secret = tmp_path / "camera.password"
+        secret.write_text("cam-pass\n")
+        agent = AgentProcess(tmp_path / "a", agent_config(tmp_path, broker, {"cam1": {
+            "driver": "onvif", "host": "127.0.0.1", "port": cam.port, "username": "admin",
+            "password_file": str(secret), **FAST_CAM}}))
+        agents.append(agent)
+        agent.start(wait_connected=True)
+        subscriber.wait_events(1, "device.online")
+        cam.camera.pull_padding = 300 * 1024**2  # 300 MB, streamed without a length
+        cam.run(cam.camera.motion, True)
+        wait_until(lambda: "answer is larger than xml_max_bytes 4194304: reading stopped"
+                   in agent.output(), 20, "the size refusal")
+        assert peak_rss_mib(agent) < 250
+        cam.camera.pull_padding = 0
+        cam.camera.pull_depth = 100_000  # was silently taken as an empty pull
+        wait_until(lambda: "XML answer refused: Excessive depth in document: 256"
+                   in agent.output(), 20, "the depth refusal")
+        offline = subscriber.wait_events(1, "device.offline")[0]
+        assert offline["data"]["reason"] == "protocol"
+        cam.camera.pull_depth = 0  # a camera that behaves again is taken back
+        online = len(subscriber.events("device.online"))
+        subscriber.wait_events(online + 1, "device.online", timeout=20)
+        cam.run(cam.camera.motion, False)
+        subscriber.wait_events(1, "camera.motion", where=lambda e: e["data"]["active"] is False)
+        assert agent.stop() == 0
+    finally:
+        cam.close()
