@@ -109,6 +109,12 @@ class LimitsSection(_Section):
                                      "per minute; more are dropped (logged once a minute)")
     selftests_per_hour: int = Field(default=12, ge=1, description="remote and scheduled "
                                     "self-tests of all exits together, per hour")
+    control_clients: int = Field(default=16, ge=1, le=512, description="control socket "
+                                 "connections at once; more are refused")
+    control_first_line: Duration = Field(default=5.0, gt=0, description="a control socket "
+                                         "client must send its request within this")
+    control_idle: Duration = Field(default=600.0, gt=0, description="a control socket command "
+                                   "with no line either way for this long is stopped")
 
 
 class MetricsSection(_Section):

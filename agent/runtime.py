@@ -78,13 +78,16 @@ class Agent:
             dev.driver(dev.id, dev.config, context) for dev in config.devices.values()
         ]
         self.supervisor = Supervisor(self.drivers)
-        self.control = ControlServer(settings.agent.control_socket, self.commands)
+        limits = settings.limits
+        self.control = ControlServer(
+            settings.agent.control_socket, self.commands, max_clients=limits.control_clients,
+            first_line=limits.control_first_line, idle=limits.control_idle,
+            max_depth=limits.request_max_depth)
         self.selftests = Selftests(self)
         self.guard = SelftestGuard(settings)
         self.pipeline.subscribe(self.guard.committed)
         self.schedule = SelftestSchedule(self.selftests, self.guard, config.exits)
         self.publish_rate = RateMeter()
-        limits = settings.limits
         self.request_limits = RequestLimits(limits.request_max_bytes, limits.request_id_max,
                                             limits.request_max_depth)
         self.request_rate = RateLimit(limits.requests_per_minute)

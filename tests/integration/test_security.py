@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 import time
 from pathlib import Path
@@ -263,3 +264,67 @@ def test_a_camera_answering_pulls_with_huge_or_deep_xml_is_refused(tmp_path, bro
         assert agent.stop() == 0
     finally:
         cam.close()
+
+
+def open_fds(agent: AgentProcess) -> int:
+    return len(list(Path(f"/proc/{agent.proc.pid}/fd").iterdir()))
+
+
+def test_a_control_socket_flood_is_bounded_and_the_agent_keeps_answering(tmp_path, broker,
+                                                                       agents):
+    cfg = config(tmp_path, broker, exit1())
+    cfg["limits"] = {"control_first_line": "3s", "control_clients": 8}
+    agent = start(tmp_path, agents, cfg)
+    baseline = open_fds(agent)
+    path = str(tmp_path / "control.sock")
+    idle = []
+    for _ in range(1100):  # idle clients that never send a line
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(path)
+        idle.append(sock)
+    try:
+        flooded = time.monotonic()
+        # the refused ones are answered and closed at once: the agent holds 8 (and its own)
+        wait_until(lambda: open_fds(agent) <= baseline + 8 + 2, 2, "the refused closed")
+        refused = idle[-1].recv(4096)
+        assert b"too many control clients (limits.control_clients 8)" in refused
+        busy = agent.run_cli("status")  # the slots are taken: said so
+        assert "too many control clients" in busy.stderr, busy.stderr
+        time.sleep(max(0.0, flooded + 3.5 - time.monotonic()))  # the first-line timeout
+        status = agent.run_cli("status", "--json")
+        assert status.returncode == 0 and json.loads(status.stdout)["storeid"] == "t1"
+        assert b"no request within limits.control_first_line 3 s" in idle[0].recv(4096)
+    finally:
+        for sock in idle:
+            sock.close()
+    # A line past the limit and a deep request: a clear answer, no unhandled error.
+    for line, error in ((b'{"command": "status", "x": "' + b"y" * 70_000 + b'"}\n',
+                         b"request line longer than 65536 bytes"),
+                        (b'{"command": "status", "x": ' + b"[" * 100_000 + b"\n",
+                         b"request line longer than 65536 bytes"),
+                        (b'{"command": "status", "x": ' + b"[" * 1000 + b"]" * 1000 + b"}\n",
+                         b"nested deeper than limits.request_max_depth 16")):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(path)
+            sock.sendall(line)
+            assert error in sock.recv(4096)
+    assert "Traceback" not in agent.output() and "Unhandled" not in agent.output()
+    assert agent.run_cli("status").returncode == 0
+    assert agent.stop() == 0
+
+
+def test_an_output_switched_on_returns_to_its_safe_state_after_max_on(tmp_path, broker,
+                                                                      subscriber, agents):
+    devices = exit1(**{"exit1-testtag": {"max_on": "1s"}})
+    agent = start(tmp_path, agents, config(tmp_path, broker, devices))
+    result = agent.run_cli("sim", "gpio", "exit1-testtag", "on")
+    assert result.returncode == 0, result.stderr
+    alarm = subscriber.wait_events(1, "eas.alarm")[0]  # the coil set the pedestal off
+    assert alarm["test"] is False  # nobody claimed it: an operator's doing, not a self-test
+
+    def last_action() -> dict:
+        payloads = subscriber.payloads("retail/t1/state/exit1-testtag")
+        return json.loads(payloads[-1]).get("last_action", {}) if payloads else {}
+
+    wait_until(lambda: last_action().get("action") == "max_on_end", 5, "the output back off")
+    assert agent.stop() == 0
