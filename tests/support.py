@@ -215,7 +215,10 @@ class Subscriber:
 class AgentProcess:
     """The real ``agent run`` command in a subprocess, with a config written from a dict."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any], *, env: dict[str, str] | None = None):
+    def __init__(self, workdir: Path, config: dict[str, Any], *, env: dict[str, str] | None = None,
+                 umask: int = -1):
+        self.umask = umask
+        """The process's umask (-1: inherited)."""
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config_path = write_config(self.dir / "agent.toml", config)
@@ -229,7 +232,7 @@ class AgentProcess:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [AGENT_BIN, "--config", str(self.config_path), "run", "--log-level", "debug"],
-                stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                stdout=log, stderr=subprocess.STDOUT, env=self.env, umask=self.umask,
             )
         wait_until(lambda: "started:" in self.output() or self.proc.poll() is not None,
                    timeout, "agent to start")

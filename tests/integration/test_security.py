@@ -328,3 +328,17 @@ def test_an_output_switched_on_returns_to_its_safe_state_after_max_on(tmp_path, 
 
     wait_until(lambda: last_action().get("action") == "max_on_end", 5, "the output back off")
     assert agent.stop() == 0
+
+
+def test_state_files_are_0640_whatever_the_umask(tmp_path, broker, agents):
+    agent = AgentProcess(tmp_path / "a", config(tmp_path, broker, exit1()), umask=0)
+    agents.append(agent)
+    agent.start(wait_connected=True)
+    result = agent.run_cli("selftest")
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = tmp_path / "data"
+    files = [data / "selftest" / "exit1.json", data / "buffer.db", data / "buffer.db.seq",
+             *[p for p in (data / "buffer.db-wal", data / "buffer.db-shm") if p.exists()]]
+    assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == \
+        {f.name: "0o640" for f in files}
+    assert agent.stop() == 0
