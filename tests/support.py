@@ -323,6 +323,22 @@ def request(broker: Broker, command: str, payload: bytes, *, v5_reply: bool = Fa
         sub.close()
 
 
+def publish_requests(broker: Broker, topic: str, payloads: list[bytes], *,
+                     response_topic: str | None = None) -> None:
+    """Publish raw requests (QoS 1, MQTT 5), optionally with a response topic."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    props = None
+    if response_topic is not None:
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = response_topic
+    for payload in payloads:
+        client.publish(topic, payload, qos=1, properties=props).wait_for_publish(5)
+    client.loop_stop()
+    client.disconnect()
+
+
 def write_jsonl(path: Path, events: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(e) + "\n" for e in events))
     return path

@@ -10,11 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from support import AgentProcess, agent_config, request, wait_until
+from support import AgentProcess, agent_config, publish_requests, request, wait_until
 from test_selftest import FAST_CAM, config, exit1, start
 
 from drivers.onvif.simulator import FakeCameraThread
@@ -92,22 +88,6 @@ def test_remote_and_scheduled_self_tests_share_a_global_hourly_limit(tmp_path, b
     assert agent.stop() == 0
 
 
-def publish(broker, topic: str, payloads: list[bytes], *, response_topic: str | None = None
-            ) -> None:
-    """Publish raw requests (QoS 1), optionally with an MQTT 5 response topic."""
-    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    props = None
-    if response_topic is not None:
-        props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = response_topic
-    for payload in payloads:
-        client.publish(topic, payload, qos=1, properties=props).wait_for_publish(5)
-    client.loop_stop()
-    client.disconnect()
-
-
 def test_requests_are_bounded_in_size_id_and_depth(tmp_path, broker, agents):
     agent = start(tmp_path, agents, config(tmp_path, broker, exit1()))
     big_id = "x" * (10 * 1024 * 1024)  # echoed in full, this dropped the agent's connection
@@ -135,7 +115,7 @@ def test_a_response_topic_outside_the_stores_response_tree_is_refused(
                     "retail/t1/agent/response/"):
         subscriber.sync()
         before = len(subscriber.payloads(foreign))
-        publish(broker, "retail/t1/agent/request/status", [b'{"id": "f1"}'],
+        publish_requests(broker, "retail/t1/agent/request/status", [b'{"id": "f1"}'],
                 response_topic=foreign)
         refusal = json.loads(wait_until(lambda: subscriber.payloads(
             "retail/t1/agent/response/status"), 15, "the refusal")[-1])
@@ -155,7 +135,7 @@ def test_requests_over_the_rate_limit_are_dropped_unanswered(tmp_path, broker, s
     cfg = config(tmp_path, broker, exit1())
     cfg["limits"] = {"requests_per_minute": 10}
     agent = start(tmp_path, agents, cfg)
-    publish(broker, "retail/t1/agent/request/status",
+    publish_requests(broker, "retail/t1/agent/request/status",
             [json.dumps({"id": f"s{n}"}).encode() for n in range(200)])
     wait_until(lambda: "over limits.requests_per_minute 10 are dropped" in agent.output(), 15,
                "the rate-limit log line")
