@@ -6,11 +6,19 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
 
-from support import AgentProcess, agent_config, publish_requests, request, wait_until
+from support import (
+    AGENT_BIN,
+    AgentProcess,
+    agent_config,
+    publish_requests,
+    request,
+    wait_until,
+)
 from test_selftest import FAST_CAM, config, exit1, start
 
 from drivers.onvif.simulator import FakeCameraThread
@@ -321,4 +329,30 @@ def test_state_files_are_0640_whatever_the_umask(tmp_path, broker, agents):
              *[p for p in (data / "buffer.db-wal", data / "buffer.db-shm") if p.exists()]]
     assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == \
         {f.name: "0o640" for f in files}
+    assert agent.stop() == 0
+
+
+def test_a_real_alarm_between_walk_passes_is_not_a_test(tmp_path, broker, subscriber, agents):
+    agent = start(tmp_path, agents, config(tmp_path, broker, exit1(), walk_within="10s"))
+    proc = subprocess.Popen([AGENT_BIN, "--config", str(agent.config_path), "selftest",
+                             "--walk"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdin is not None
+    for line in proc.stdout:
+        if ">>>" not in line:
+            continue
+        if "height" in line:  # each pass the technician walks
+            assert agent.run_cli("sim", "gpio", "exit1-eas", "pulse").returncode == 0
+        elif "Open the exit door" in line:
+            # no pass is open now: an alarm at the pedestal is someone else walking out
+            assert agent.run_cli("sim", "gpio", "exit1-eas", "pulse").returncode == 0
+            subscriber.wait_events(5, "eas.alarm")
+            assert agent.run_cli("sim", "gpio", "exit1-door", "open").returncode == 0
+        elif "Close the exit door" in line:
+            assert agent.run_cli("sim", "gpio", "exit1-door", "close").returncode == 0
+            proc.stdin.write("y\n")
+            proc.stdin.flush()
+    assert proc.wait(30) == 0, proc.stderr.read()
+    alarms = subscriber.wait_events(5, "eas.alarm")
+    assert [a["test"] for a in alarms] == [True, True, True, True, False]  # tag, 3 passes, real
     assert agent.stop() == 0
