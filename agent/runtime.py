@@ -252,6 +252,11 @@ class Agent:
             },
             "last_selftest": self.selftests.summary(),
             "selftest_schedule": self._schedule_status(),
+            "limits": {  # floods show here, not only in the log (docs/security.md)
+                "requests_dropped": self.request_rate.refused,
+                "control_clients": self.control.clients,
+                "control_refused": self.control.refused,
+            },
         }
 
     def _schedule_status(self) -> dict[str, Any]:

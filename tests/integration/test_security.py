@@ -151,6 +151,8 @@ def test_requests_over_the_rate_limit_are_dropped_unanswered(tmp_path, broker, s
     subscriber.sync()
     answered = subscriber.payloads("retail/t1/agent/response/status")
     assert 10 <= len(answered) <= 12  # a burst of 10, then one every 6 s
+    status = json.loads(agent.run_cli("status", "--json").stdout)
+    assert status["limits"]["requests_dropped"] == 200 - len(answered)
     assert agent.run_cli("status").returncode == 0  # the socket is not limited
     assert agent.stop() == 0
 
@@ -277,10 +279,12 @@ def test_a_control_socket_flood_is_bounded_and_the_agent_keeps_answering(tmp_pat
         refused = idle[-1].recv(4096)
         assert b"too many control clients (limits.control_clients 8)" in refused
         busy = agent.run_cli("status")  # the slots are taken: said so
-        assert "too many control clients" in busy.stderr, busy.stderr
+        assert busy.returncode == 3 and busy.stderr == "agent status: too many control " \
+            "clients (limits.control_clients 8); try again\n", busy.stderr
         time.sleep(max(0.0, flooded + 3.5 - time.monotonic()))  # the first-line timeout
         status = agent.run_cli("status", "--json")
         assert status.returncode == 0 and json.loads(status.stdout)["storeid"] == "t1"
+        assert json.loads(status.stdout)["limits"]["control_refused"] >= 1100 - 8
         assert b"no request within limits.control_first_line 3 s" in idle[0].recv(4096)
     finally:
         for sock in idle:
