@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import logging
 import sqlite3
 import threading
@@ -14,14 +16,26 @@ from pathlib import Path
 from typing import Any
 
 from agent.events import dumps
-from agent.files import write_atomic
+from agent.seqmark import LastRun, SeqLedger, boot_id
+from agent.storage import Reserve, StorageCorrupt, StorageUnavailable, classify
 
 log = logging.getLogger(__name__)
 
 ROW_OVERHEAD = 64
 """Bytes counted per row on top of its payload (keys, index entries), for ``max_bytes``."""
-SEQ_RESERVE_BLOCK = 10_000
-"""Seqs are reserved in blocks in a side file, so that a lost database never reuses one."""
+DROP_TO = 0.95
+"""A full buffer drops down to this share of ``max_bytes`` (small steps: bounded memory)."""
+EXPIRE_CHUNK = 20_000
+"""Events expired per transaction (and per report)."""
+CACHE_KIB = 2048
+"""SQLite's page cache per connection."""
+FREE_CHUNK = 500
+"""Deletes per transaction on a full disk, each followed by a checkpoint."""
+WAL_PAGES = 256
+"""SQLite checkpoints the write-ahead log every this many pages (1 MiB)."""
+WAL_LIMIT = 2 * 1024**2
+"""A WAL larger than this means checkpoints fail (a full disk): new events then wait, so
+that what the log holds never outgrows the disk reserve that deleting and checkpointing need."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -97,13 +111,6 @@ class Stats:
 DroppedFactory = Callable[[Dropped], Pending]
 
 
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
 def _ranges(seqs: list[int]) -> list[list[int]]:
     out: list[list[int]] = []
     for s in sorted(seqs):
@@ -119,6 +126,10 @@ class Buffer:
 
     ``on_dropped`` builds the ``agent.events_dropped`` event that is committed in the same
     transaction as the drop, so the report can never be lost while the drop is kept.
+
+    Failures are told apart (``agent.storage``): a full disk, an I/O error or a read-only
+    filesystem raise ``StorageUnavailable`` and leave the file alone; only a file whose
+    integrity is broken is moved aside (what can still be read is copied into the new one).
     """
 
     def __init__(
@@ -128,6 +139,7 @@ class Buffer:
         max_bytes: int,
         max_age: float,
         synchronous: str = "full",
+        reserve_bytes: int = 0,
         on_dropped: DroppedFactory,
     ) -> None:
         self.path = path
@@ -135,33 +147,66 @@ class Buffer:
         self.max_age = max_age
         self.synchronous = synchronous.upper()
         self._on_dropped = on_dropped
-        self._reserve_path = path.with_name(path.name + ".seq")
+        self.ledger = SeqLedger(path)
+        self.reserve = Reserve(path.with_name(path.name + ".reserve"), reserve_bytes)
+        self._wal = Path(f"{path}-wal")
+        self._blocked: StorageUnavailable | None = None
+        """Set while the WAL cannot be checkpointed: only deletes are written."""
         self._db: sqlite3.Connection | None = None
         self._readers = threading.local()
         self._generation = 0
         self._bytes = 0
         self._depth = 0
         self._next_seq = 1
-        self._reserved = 0
+        self._boot = boot_id()
         self.reset_report: Dropped | None = None
-        """Set by ``open()`` when a corrupt file was moved aside; the caller emits it."""
+        """Set by ``open()`` (or a commit that found the file corrupt) when seqs were lost;
+        the caller emits it and sets it back to None."""
         self.moved_to: Path | None = None
 
     # -- opening and recovery ------------------------------------------------------------
 
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
     def open(self) -> None:
-        """Open (or create) the buffer; a corrupt file is moved aside and a fresh one started."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._reserved = self._read_reserve()
+        """Open (or create) the buffer and account for every seq the last run handed out.
+
+        A corrupt file is moved aside and a fresh one started. Seqs that the last run
+        committed but the file no longer holds (a damaged write-ahead log, a power cut) are
+        skipped and reported in ``reset_report``.
+
+        Raises:
+            StorageUnavailable: the file cannot be opened or written now (retry later).
+        """
+        if self._db is not None:
+            return
         try:
-            self._open_db()
-        except sqlite3.DatabaseError as err:
-            self._reset(f"{type(err).__name__}: {err}")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            last = self.ledger.last_run()
+            corrupt = None
+            try:
+                self._open_db()
+            except (sqlite3.Error, OSError, StorageCorrupt) as err:
+                fault = err if isinstance(err, StorageCorrupt) else classify(err)
+                if isinstance(fault, StorageUnavailable):
+                    raise fault from err
+                corrupt = self._reset(str(fault or f"{type(err).__name__}: {err}"))
+            self._account_for(last, corrupt)
+            self.ledger.start(self._next_seq - 1, self._boot)
+        except OSError as err:
+            self._close_db()
+            raise classify(err) or StorageUnavailable(str(err)) from err
+        self.reserve.make()
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.synchronous}")
+        db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+        db.execute(f"PRAGMA journal_size_limit={WAL_PAGES * 4096}")
         return db
 
     def _open_db(self) -> None:
@@ -169,74 +214,112 @@ class Buffer:
         try:
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
-                raise sqlite3.DatabaseError(f"quick_check: {check}")
+                raise StorageCorrupt(f"quick_check: {check}")
             db.executescript(_SCHEMA)
             row = db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
             self._next_seq = max(int(row[0]) if row else 1, 1)
             depth, size, max_seq = db.execute(
                 "SELECT count(*), coalesce(sum(length(payload)),0), max(seq) FROM events"
             ).fetchone()
-        except sqlite3.DatabaseError:
+        except BaseException:
             db.close()
             raise
         if max_seq is not None and max_seq >= self._next_seq:
             self._next_seq = max_seq + 1  # defensive: never reuse a committed seq
-        meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('clean', 'boot')"))
-        boot = _boot_id()
-        if (self.synchronous != "FULL" and meta.get("clean") == 0 and meta.get("boot") != boot
-                and self._reserved >= self._next_seq):
-            # synchronous=normal: the last commits before a power cut may be gone although
-            # they were published. Skip past every seq that may have been handed out.
-            first = self._next_seq
-            self._next_seq = self._reserved + 1
-            self.reset_report = Dropped(None, first, self._next_seq - 1, "power_loss")
-            log.warning("buffer: power loss since the last run (synchronous=normal): seqs %d..%d "
-                        "may be lost; continuing at %d", first, self._next_seq - 1, self._next_seq)
-        db.execute("INSERT OR REPLACE INTO meta VALUES ('clean', 0), ('boot', ?)", (boot,))
         self._db = db
         self._depth = depth
         self._bytes = size + depth * ROW_OVERHEAD
         self._generation += 1
 
-    def _reset(self, why: str) -> None:
-        """Move the unreadable file (and its WAL) aside and start a fresh buffer."""
-        if self._db is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.close()
-            self._db = None
+    def _account_for(self, last: LastRun | None, corrupt: str | None) -> None:
+        """Compare what the database holds with what the last run committed (the mark)."""
+        held = self._next_seq - 1
+        if last is None:  # a new buffer (or one from before the mark existed)
+            if corrupt:
+                self._skip_to(self.ledger.reserved, None, None, corrupt)
+            return
+        # A clean stop, or a crash of the process in this boot: the page cache kept the mark.
+        # After a crash of the machine (or a power cut) it may be stale.
+        exact = last.clean or last.boot == self._boot
+        if corrupt:
+            self._skip_to(last.seq if exact else last.reserved, None, None, corrupt)
+        elif exact and last.seq > held:
+            why = ("the write-ahead log was damaged" if not last.clean
+                   else "the database file lost events while the agent was stopped")
+            self._skip_to(last.seq, last.seq - held, held + 1,
+                          f"buffer_corrupt: {why}; seqs {held + 1}..{last.seq} were committed "
+                          "but cannot be read")
+        elif not exact and (self.synchronous != "FULL" or last.seq > held):
+            # synchronous=normal: the last commits before a power cut may be gone (although
+            # published); with full, a mark above the database means the storage lost synced
+            # writes. Either way the stale mark bounds nothing: the reservation does.
+            self._skip_to(max(last.reserved, last.seq), None, held + 1, "power_loss")
+        self._next_seq = max(self._next_seq, last.seq + 1)
+
+    def _skip_to(self, last_seq: int, count: int | None, first_seq: int | None,
+                 reason: str) -> None:
+        if last_seq < self._next_seq:
+            if first_seq is None and count is None and reason.startswith("buffer_corrupt"):
+                # nothing was handed out beyond what the new file holds; still say what happened
+                self.reset_report = Dropped(None, None, None, reason)
+            return
+        self._next_seq = last_seq + 1
+        self.reset_report = Dropped(count, first_seq, last_seq, reason)
+        log.error("event buffer: %s; seqs up to %d may be lost and are reported; continuing "
+                  "at seq %d", reason, last_seq, self._next_seq)
+
+    def _reset(self, why: str) -> str:
+        """Move the corrupt file (and its WAL) aside, start a fresh one, copy what is readable;
+        returns the drop reason."""
+        self._close_db()
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         self.moved_to = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
         for suffix in ("", "-wal", "-shm"):
             src = Path(str(self.path) + suffix)
             if src.exists():
                 src.rename(Path(str(self.moved_to) + suffix))
-        log.error(
-            "event buffer %s is corrupt (%s): moved aside to %s; starting a fresh buffer. "
-            "Events in it that were not yet published are lost.", self.path, why, self.moved_to,
-        )
         self._open_db()
-        # Seqs handed out from the lost file may have been published: continue after them.
-        first_unknown = self._next_seq
-        self._next_seq = max(self._next_seq, self._reserved + 1)
-        self.reset_report = Dropped(
-            count=None,
-            first_seq=None,
-            last_seq=self._next_seq - 1 if self._next_seq > first_unknown else None,
-            reason=f"buffer_corrupt: moved aside to {self.moved_to.name}",
+        saved = self._salvage(self.moved_to)
+        log.error(
+            "event buffer %s is corrupt (%s): moved aside to %s; %d unpublished events could "
+            "be read from it and are kept; the rest are reported lost", self.path, why,
+            self.moved_to, saved,
         )
+        return f"buffer_corrupt: {why}; moved aside to {self.moved_to.name}, {saved} events " \
+            "recovered from it"
 
-    def _read_reserve(self) -> int:
+    def _salvage(self, source: Path) -> int:
+        """Copy the events that can still be read from ``source`` into the new file."""
+        assert self._db is not None
+        saved = 0
+        after = 0
         try:
-            return int(self._reserve_path.read_text().strip() or 0)
-        except (OSError, ValueError):
+            old = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        except sqlite3.Error:
             return 0
-
-    def _reserve(self, upto: int) -> None:
-        if upto <= self._reserved:
-            return
-        reserved = upto + SEQ_RESERVE_BLOCK
-        write_atomic(self._reserve_path, str(reserved).encode(), sync_dir=True)
-        self._reserved = reserved
+        try:
+            for _ in range(64):  # skip past damaged pages a bounded number of times
+                try:
+                    cursor = old.execute(
+                        "SELECT seq, priority, created, device, type, payload FROM events "
+                        "WHERE seq > ? ORDER BY seq", (after,))
+                    while rows := cursor.fetchmany(500):
+                        self._db.executemany("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?)",
+                                             rows)
+                        saved += len(rows)
+                        after = rows[-1][0]
+                    break
+                except sqlite3.Error:
+                    after += 1000
+        finally:
+            old.close()
+        if saved:
+            depth, size, max_seq = self._db.execute(
+                "SELECT count(*), coalesce(sum(length(payload)),0), max(seq) FROM events"
+            ).fetchone()
+            self._depth, self._bytes = depth, size + depth * ROW_OVERHEAD
+            self._next_seq = max(self._next_seq, max_seq + 1)
+        return saved
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -246,33 +329,122 @@ class Buffer:
         """Commit ``batch`` and delete ``acked`` seqs in one transaction (one fsync).
 
         Returns the committed envelopes (with ``seq``), including any ``agent.events_dropped``
-        report, and what capacity enforcement dropped.
+        report, and what capacity enforcement dropped. A file found corrupt is moved aside
+        (``reset_report`` says what was lost) and the batch committed to the new one.
+
+        Raises:
+            StorageUnavailable: nothing was committed; the batch is still the caller's.
         """
+        if self._db is None:
+            self.open()
+        if batch:
+            if self._blocked is not None:
+                self._checkpoint()
+            if not self.reserve.make():
+                raise StorageUnavailable(
+                    f"the disk is full: no room for the {self.reserve.size}-byte reserve that "
+                    "deleting published events needs (buffer.reserve)")
+        acked = list(acked)
         try:
-            return self._commit(batch, list(acked))
-        except sqlite3.DatabaseError as err:
-            if isinstance(err, sqlite3.OperationalError) and "disk" not in str(err).lower():
+            result = self._commit(batch, acked)
+        except (sqlite3.Error, OSError) as err:
+            fault = classify(err)
+            if isinstance(fault, StorageUnavailable):
+                raise fault from err
+            if fault is None:
                 raise
-            self._reset(f"{type(err).__name__}: {err}")
-            return self._commit(batch, [])
+            last = LastRun(self._next_seq - 1, True, self._boot, self.ledger.reserved)
+            self._account_for(last, self._reset(str(fault)))
+            result = self._commit(batch, [])
+        self._watch_wal()
+        return result
+
+    def free(self, acked: list[int]) -> None:
+        """Delete published events even on a full disk.
+
+        Deleting rewrites existing pages only, so it needs room in the write-ahead log, not in
+        the database: the log is checkpointed first (the disk reserve is given up if that needs
+        room) and after every ``FREE_CHUNK`` deletes, so it never grows.
+
+        Raises:
+            StorageUnavailable: not even the deletes could be written.
+        """
+        if self._db is None:
+            self.open()
+        self._with_reserve(self._checkpoint)
+        for i in range(0, len(acked), FREE_CHUNK):
+            self._with_reserve(functools.partial(self._delete, acked[i:i + FREE_CHUNK]))
+
+    def _delete(self, seqs: list[int]) -> None:
+        try:
+            self._commit([], seqs)
+        except (sqlite3.Error, OSError) as err:
+            raise classify(err) or err from err
+        self._checkpoint()
+
+    def _with_reserve(self, write: Callable[[], None]) -> None:
+        """``write()``; on a full disk give up the reserve once and try again."""
+        try:
+            write()
+        except StorageUnavailable as fault:
+            if not self.reserve.release():
+                raise
+            log.warning("buffer: %s; gave up the %d-byte disk reserve to delete published "
+                        "events", fault, self.reserve.size)
+            write()
+
+    def _watch_wal(self) -> None:
+        try:
+            size = self._wal.stat().st_size
+        except OSError:
+            return
+        if size > WAL_LIMIT:
+            with contextlib.suppress(StorageUnavailable):
+                self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it.
+
+        Raises:
+            StorageUnavailable: the disk has no room for it; until it has, only deletes are
+                written (``commit`` of new events raises this too).
+        """
+        assert self._db is not None
+        try:
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as err:
+            fault = classify(err)
+            if not isinstance(fault, StorageUnavailable):
+                raise
+            if self._blocked is None:
+                log.warning("buffer: the write-ahead log cannot be checkpointed (%s): new "
+                            "events wait in memory until it can", fault)
+            self._blocked = fault
+            raise fault from err
+        if not busy:
+            self._blocked = None
 
     def _commit(
         self, batch: list[Pending], acked: list[int]
     ) -> tuple[list[dict[str, Any]], list[Dropped]]:
-        assert self._db is not None, "open() first"
+        assert self._db is not None
         db = self._db
         committed: list[dict[str, Any]] = []
         drops: list[Dropped] = []
-        self._reserve(self._next_seq + len(batch) + 1)
+        self.ledger.reserve(self._next_seq + len(batch) + 1)
         next_seq, size, depth = self._next_seq, self._bytes, self._depth
         db.execute("BEGIN IMMEDIATE")
         try:
             if acked:
+                # One statement text whatever the number of seqs: an IN list of N placeholders
+                # would be a new prepared statement for every N, each cached (tens of MiB).
+                seqs = json.dumps(acked)
                 freed = db.execute(
-                    f"SELECT count(*), coalesce(sum(length(payload)),0) FROM events "  # noqa: S608
-                    f"WHERE seq IN ({','.join('?' * len(acked))})", acked,
+                    "SELECT count(*), coalesce(sum(length(payload)),0) FROM events "
+                    "WHERE seq IN (SELECT value FROM json_each(?))", (seqs,),
                 ).fetchone()
-                db.executemany("DELETE FROM events WHERE seq=?", [(s,) for s in acked])
+                db.execute("DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?))",
+                           (seqs,))
                 depth -= freed[0]
                 size -= freed[1] + freed[0] * ROW_OVERHEAD
             rows = []
@@ -288,7 +460,8 @@ class Buffer:
             db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?)", rows)
             depth += len(rows)
             if size > self.max_bytes:
-                dropped, freed_bytes, kinds = self._drop_to(db, size - int(self.max_bytes * 0.9))
+                dropped, freed_bytes, kinds = self._drop_to(
+                    db, size - int(self.max_bytes * DROP_TO))
                 size -= freed_bytes
                 depth -= len(dropped)
                 report = Dropped(len(dropped), min(dropped), max(dropped), "buffer_full",
@@ -312,6 +485,7 @@ class Buffer:
                 pending.envelope.pop("seq", None)
             raise
         self._next_seq, self._bytes, self._depth = next_seq, size, depth
+        self.ledger.mark(next_seq - 1)
         return committed, drops
 
     def _drop_to(
@@ -335,12 +509,18 @@ class Buffer:
         return dropped, freed, kinds
 
     def expire(self, now: float | None = None) -> tuple[list[dict[str, Any]], list[Dropped]]:
-        """Drop events older than ``max_age``; returns like ``commit``."""
-        assert self._db is not None, "open() first"
+        """Drop events older than ``max_age`` (at most ``EXPIRE_CHUNK`` per call: call again
+        while it returns a report); returns like ``commit``.
+
+        Raises:
+            StorageUnavailable: as ``commit``.
+        """
+        if self._db is None:
+            return [], []
         cutoff = (now or time.time()) - self.max_age
         rows = self._db.execute(
             "SELECT seq, device, type FROM events WHERE created < ? "
-            "AND type != 'agent.events_dropped'", (cutoff,),
+            "AND type != 'agent.events_dropped' ORDER BY seq LIMIT ?", (cutoff, EXPIRE_CHUNK),
         ).fetchall()
         if not rows:
             return [], []
@@ -358,19 +538,22 @@ class Buffer:
             if reader is not None:
                 reader.close()
             reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            reader.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self._readers.db = reader
             self._readers.generation = self._generation
         return reader
 
     def fetch(self, after_seq: int, limit: int) -> list[Row]:
         """Up to ``limit`` committed events with seq above ``after_seq``, in seq order."""
+        if self._db is None:
+            return []
         try:
             cursor = self._reader().execute(
                 "SELECT seq, device, type, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, limit),
             )
             return [Row(*r) for r in cursor]
-        except sqlite3.DatabaseError as err:
+        except sqlite3.Error as err:
             # The writer thread owns recovery; the publisher retries on its next wake-up.
             log.warning("reading the event buffer failed: %s", err)
             return []
@@ -378,12 +561,15 @@ class Buffer:
     def stats(self) -> Stats:
         """Depth, bytes and the age of the oldest event."""
         oldest = None
-        if self._depth:
+        if self._depth and self._db is not None:
             # The lowest seq is the oldest commit: a primary-key lookup, where min(created)
             # would read the whole table (every status report and metrics scrape).
-            row = self._reader().execute(
-                "SELECT created FROM events ORDER BY seq LIMIT 1"
-            ).fetchone()
+            try:
+                row = self._reader().execute(
+                    "SELECT created FROM events ORDER BY seq LIMIT 1"
+                ).fetchone()
+            except sqlite3.Error:
+                row = None
             oldest = time.time() - row[0] if row and row[0] else None
         return Stats(self._depth, self._bytes, oldest, self._next_seq)
 
@@ -391,9 +577,15 @@ class Buffer:
         """Checkpoint and close; the next ``open()`` starts without WAL replay."""
         if self._db is not None:
             with contextlib.suppress(sqlite3.Error):
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('clean', 1)")
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self._db.close()
+            self.ledger.stop(self._next_seq - 1, self._boot)
+        self._close_db()
+        self.ledger.close()
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
             self._db = None
         reader = getattr(self._readers, "db", None)
         if reader is not None:

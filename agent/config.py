@@ -94,6 +94,16 @@ class BufferSection(_Section):
     max_bytes: Size = 256 * 1024**2
     max_age: Duration = 7 * 86400.0
     synchronous: Literal["full", "normal"] = "full"
+    hold_max: int = Field(
+        default=5000, ge=100, le=1_000_000,
+        description="events held in memory between emit() and the commit, and while the buffer "
+        "cannot be written (a full disk): past it the lowest priority is dropped and reported",
+    )
+    reserve: Size = Field(
+        default=4 * 1024**2,
+        description="disk space kept in reserve beside the buffer, given up on a full disk so "
+        "that published events can still be deleted (0 turns it off)",
+    )
 
 
 class LimitsSection(_Section):

@@ -49,6 +49,9 @@ class Context:
     def publish_state(self, device_id: str, state: dict[str, Any]) -> None:
         self.pipeline.publish_state(device_id, state)
 
+    async def room(self) -> None:
+        await self.pipeline.room()
+
     def data_dir(self, device_id: str) -> Path:
         return self.pipeline.data_dir(device_id)
 

@@ -107,6 +107,15 @@ class DriverContext(Protocol):
         """Replace the device's retained state (``<root>/state/<device_id>``)."""
         ...
 
+    async def room(self) -> None:
+        """Return when the core can take more events without dropping any.
+
+        ``emit()`` never blocks; when events arrive faster than they can be committed (or the
+        disk is full) the core holds a bounded number and then drops the lowest priority. A
+        driver that can slow down (replay, polling) awaits this between batches instead.
+        """
+        ...
+
     def data_dir(self, device_id: str) -> Path:
         """A directory of the device's own under the agent's data directory (created)."""
         ...

@@ -201,6 +201,11 @@ def validate_data(event_type: str, data: dict[str, Any] | None) -> dict[str, Any
         )
         raise EventError(f"invalid data for {event_type}: {problems}") from err
     dumped: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    # A required field that may be null (``count`` of a drop whose size is unknown) is kept as
+    # null: leaving it out would make the payload invalid against the schema.
+    for name, field in type(model).model_fields.items():
+        if field.is_required() and getattr(model, name) is None:
+            dumped[field.alias or name] = None
     return dumped
 
 

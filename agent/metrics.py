@@ -74,6 +74,11 @@ class AgentCollector(Collector):
                                 value=stats.depth)
         yield GaugeMetricFamily(f"{PREFIX}_buffer_bytes", "Bytes the buffer counts against "
                                 "max_bytes", value=stats.bytes)
+        yield GaugeMetricFamily(f"{PREFIX}_buffer_storage_ok", "1 while the buffer can be "
+                                "written, 0 on a full disk, I/O error or read-only filesystem",
+                                value=0 if agent.pipeline.storage_problem else 1)
+        yield GaugeMetricFamily(f"{PREFIX}_buffer_held_events", "Events held in memory, not yet "
+                                "committed", value=len(agent.pipeline.spill))
         yield GaugeMetricFamily(f"{PREFIX}_buffer_oldest_age_seconds",
                                 "Age of the oldest waiting event (0 when empty)",
                                 value=stats.oldest_age or 0.0)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import queue
 import threading
 import time
 import uuid
@@ -12,10 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent.backoff import Backoff
 from agent.buffer import Buffer, Dropped, Pending
 from agent.clock import ClockWatch
 from agent.config import Config, Settings
 from agent.events import AGENT_DEVICE, priority_of, rfc3339, uuid7, validate_data
+from agent.spill import Spill
+from agent.storage import StorageUnavailable
 from agent.watchdog import Heartbeat
 
 log = logging.getLogger(__name__)
@@ -26,10 +29,13 @@ ACK_FLUSH_COUNT = 2000
 EXPIRE_INTERVAL = 60.0
 IDLE_WAKE = 1.0
 """The writer goes round its loop at least this often, so that its heartbeat shows it is alive."""
+MAX_BATCH = 2000
+"""Events per transaction at most: a burst costs one fsync per this many."""
+STORAGE_RETRY_MIN, STORAGE_RETRY_MAX = 0.5, 30.0
+"""Backoff between attempts to write to a buffer that could not be written."""
+ROOM_POLL = 0.01
 
 Listener = Callable[[dict[str, Any]], None]
-
-_STOP = object()
 
 
 class Pipeline:
@@ -43,7 +49,11 @@ class Pipeline:
         self.buffer = buffer
         self.clock = clock or ClockWatch()
         self._exit_of = {d.id: d.exit for d in config.devices.values()}
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.spill = Spill(self.settings.buffer.hold_max)
+        """Emitted, not yet committed (bounded; holds everything while the disk is full)."""
+        self._wakeup = self.spill.not_empty
+        self._acks: list[int] = []
+        self._stopping = False
         self._thread: threading.Thread | None = None
         self._listeners: list[Listener] = []
         self._test_devices: set[str] = set()
@@ -51,6 +61,10 @@ class Pipeline:
         self._idle.set()
         self._queued = 0
         self._lock = threading.Lock()
+        self._held_drops: Counter[tuple[str, str]] = Counter()
+        """(device, type) -> events the hold dropped since the last report (not committed)."""
+        self.storage_problem: str | None = None
+        """Why the buffer cannot be written now (a full disk, ...), or None."""
         self.on_commit: Callable[[], None] = lambda: None
         self.on_state: Callable[[str, dict[str, Any]], None] = lambda dev, state: None
         self.emitted: Counter[tuple[str, str]] = Counter()
@@ -100,8 +114,33 @@ class Pipeline:
         with self._lock:
             self._queued += 1
             self._idle.clear()
-        self._queue.put(Pending(env, priority_of(event_type)))
+        dropped = self.spill.put(Pending(env, priority_of(event_type)))
+        if dropped is not None:
+            self._note_held_drops([dropped])
         return event_id
+
+    async def room(self) -> None:
+        """Wait while the hold of uncommitted events is more than half full.
+
+        For drivers that can slow down (replay, polling): back-pressure instead of drops. A
+        driver that cannot wait (an edge callback) just emits; past the hold's limit the lowest
+        priority is dropped and announced.
+        """
+        while len(self.spill) > self.spill.limit // 2:
+            await asyncio.sleep(ROOM_POLL)
+
+    def _note_held_drops(self, dropped: list[Pending]) -> None:
+        if not dropped:
+            return
+        with self._lock:
+            first = not self._held_drops
+            for pending in dropped:
+                self._held_drops[(pending.device, pending.type)] += 1
+            self._queued -= len(dropped)
+        if first:
+            log.error("event buffer: the in-memory hold is full (%d events%s): dropping the "
+                      "lowest priority first; the drop will be reported", self.spill.limit,
+                      f", {self.storage_problem}" if self.storage_problem else "")
 
     def publish_state(self, device_id: str, state: dict[str, Any]) -> None:
         self.on_state(device_id, state)
@@ -153,7 +192,10 @@ class Pipeline:
 
     def ack(self, seqs: list[int]) -> None:
         """The broker has these seqs: delete them from the buffer (batched)."""
-        self._queue.put(("ack", seqs))
+        with self._wakeup:
+            self._acks.extend(seqs)
+            if len(self._acks) >= ACK_FLUSH_COUNT:
+                self._wakeup.notify()
 
     def wait_committed(self, timeout: float) -> bool:
         """Wait until every emitted event is committed."""
@@ -162,72 +204,160 @@ class Pipeline:
     # -- writer thread ------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Open the buffer (a buffer that cannot be opened now is retried by the writer) and
+        start the writer thread."""
+        try:
+            self.buffer.open()
+        except StorageUnavailable as err:
+            self._storage_failed(err)
+        if self.buffer.reset_report is not None:
+            self.emit_agent("agent.events_dropped", self.buffer.reset_report.data())
+            self.buffer.reset_report = None
         self._thread = threading.Thread(target=self._writer, name="buffer-writer", daemon=True)
         self.writer_beat.attach(self._thread)
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Commit what is queued, flush pending deletes, and stop the writer thread."""
-        self._queue.put(_STOP)
+        """Commit what is held, flush pending deletes, and stop the writer thread."""
+        with self._wakeup:
+            self._stopping = True
+            self._wakeup.notify()
         if self._thread is not None:
             self._thread.join(timeout)
 
     def _writer(self) -> None:
-        acks: list[int] = []
         last_ack_flush = last_expire = time.monotonic()
-        stopping = False
-        while not stopping:
+        retry = Backoff(initial=STORAGE_RETRY_MIN, cap=STORAGE_RETRY_MAX)
+        retry_at = 0.0
+        while True:
             self.writer_beat.beat()
-            timeout = ACK_FLUSH_INTERVAL if acks else IDLE_WAKE
-            try:
-                items = [self._queue.get(timeout=timeout)]
-            except queue.Empty:
-                items = []
-            while True:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            batch: list[Pending] = []
-            for item in items:
-                if item is _STOP:
-                    stopping = True
-                elif isinstance(item, Pending):
-                    batch.append(item)
-                else:
-                    acks.extend(item[1])
+            with self._wakeup:
+                if not self._stopping and not len(self.spill):
+                    self._wakeup.wait(ACK_FLUSH_INTERVAL if self._acks else IDLE_WAKE)
+                stopping = self._stopping
             now = time.monotonic()
-            flush_acks = stopping or len(acks) >= ACK_FLUSH_COUNT or (
-                acks and now - last_ack_flush >= ACK_FLUSH_INTERVAL
-            )
-            if batch or flush_acks:
-                self._commit(batch, acks if flush_acks else [])
-                if flush_acks:
-                    acks = []
-                    last_ack_flush = now
-            if now - last_expire >= EXPIRE_INTERVAL:
-                last_expire = now
-                self._deliver(*self.buffer.expire())
+            if self.storage_problem is not None and now < retry_at and not stopping:
+                # Still unwritable: deletes (what frees space) go on; events wait in the hold.
+                self._wakeup_wait(min(retry_at - now, IDLE_WAKE))
+                if acks := self._take_acks():
+                    self._free(acks)
+                continue
+            flush = stopping or now - last_ack_flush >= ACK_FLUSH_INTERVAL or \
+                len(self._acks) >= ACK_FLUSH_COUNT
+            acks = self._take_acks() if flush else []
+            if flush:
+                last_ack_flush = now
+            if self._commit_held(acks):
+                retry.reset()
+                if now - last_expire >= EXPIRE_INTERVAL:
+                    last_expire = now
+                    self._expire()
+            else:
+                retry_at = time.monotonic() + retry.next()
+            if stopping:
+                if self.storage_problem is not None and len(self.spill):
+                    log.error("event buffer: stopping with %d events held in memory that could "
+                              "not be written (%s): they are lost", len(self.spill),
+                              self.storage_problem)
+                return
 
-    def _commit(self, batch: list[Pending], acks: list[int]) -> None:
+    def _wakeup_wait(self, timeout: float) -> None:
+        with self._wakeup:
+            if not self._stopping:
+                self._wakeup.wait(timeout)
+
+    def _take_acks(self) -> list[int]:
+        with self._wakeup:
+            acks, self._acks = self._acks, []
+        return acks
+
+    def _commit_held(self, acks: list[int]) -> bool:
+        """Commit the held events (in batches) and ``acks``; False when the buffer refused."""
+        while True:
+            batch = self.spill.take(MAX_BATCH)
+            with self._lock:
+                report = self._held_drops_report()
+            if report is not None:
+                batch.append(report)
+            if not batch and not acks:
+                return True
+            try:
+                committed, drops = self.buffer.commit(batch, acks)
+            except StorageUnavailable as err:
+                self._storage_failed(err)
+                if report is not None:
+                    batch.pop()  # made again, with what is dropped meanwhile, next time
+                self._note_held_drops(self.spill.put_back(batch))
+                if acks:
+                    self._free(acks)
+                return False
+            except Exception as err:
+                self.last_commit_error = f"{type(err).__name__}: {err}"
+                log.exception("committing %d events failed", len(batch))
+                self._note_held_drops(self.spill.put_back(batch[:-1] if report else batch))
+                return False
+            if report is not None:
+                with self._lock:
+                    held, self._held_drops = self._held_drops, Counter()
+                self.dropped["hold_full"] += sum(held.values())
+                for (device, event_type), n in held.items():
+                    self.dropped_by[(device, event_type, "hold_full")] += n
+            acks = []
+            self._storage_recovered()
+            self.last_commit_error = None
+            with self._lock:
+                self._queued -= len(batch) - (report is not None)
+                if self._queued <= 0 and not len(self.spill):
+                    self._queued = 0
+                    self._idle.set()
+            self._deliver(committed, drops)
+            if self.buffer.reset_report is not None:
+                self.emit_agent("agent.events_dropped", self.buffer.reset_report.data())
+                self.buffer.reset_report = None
+            if not len(self.spill):
+                return True
+
+    def _held_drops_report(self) -> Pending | None:
+        if not self._held_drops:
+            return None
+        count = sum(self._held_drops.values())
+        why = f"hold_full: {self.storage_problem}" if self.storage_problem else "hold_full"
+        return self.dropped_event(Dropped(count, None, None, why))
+
+    def _free(self, acks: list[int]) -> None:
         try:
-            committed, drops = self.buffer.commit(batch, acks)
-        except Exception as err:  # a full disk must not kill the writer: keep the events
-            self.last_commit_error = f"{type(err).__name__}: {err}"
-            log.exception("committing %d events failed; retrying in 1 s", len(batch))
-            time.sleep(1.0)
-            for pending in batch:
-                self._queue.put(pending)
-            if acks:
-                self._queue.put(("ack", acks))
-            return
-        self.last_commit_error = None
-        with self._lock:
-            self._queued -= len(batch)
-            if self._queued <= 0:
-                self._queued = 0
-                self._idle.set()
-        self._deliver(committed, drops)
+            self.buffer.free(acks)
+        except StorageUnavailable:
+            with self._wakeup:
+                self._acks[:0] = acks  # deletes wait too; losing one only means a duplicate
+        except Exception:
+            log.exception("deleting %d published events failed", len(acks))
+
+    def _expire(self) -> None:
+        try:
+            while True:
+                committed, drops = self.buffer.expire()
+                self._deliver(committed, drops)
+                if not drops:
+                    return
+        except StorageUnavailable as err:
+            self._storage_failed(err)
+
+    def _storage_failed(self, err: StorageUnavailable) -> None:
+        problem = str(err)
+        if problem != self.storage_problem:
+            log.error("event buffer %s cannot be written: %s. Events are held in memory (up to "
+                      "%d, then the lowest priority goes first) and committed when it can be "
+                      "written again; published events are still deleted", self.buffer.path,
+                      problem, self.spill.limit)
+        self.storage_problem = problem
+        self.last_commit_error = problem
+
+    def _storage_recovered(self) -> None:
+        if self.storage_problem is not None:
+            log.warning("event buffer %s can be written again: the events held in memory are "
+                        "committed", self.buffer.path)
+            self.storage_problem = None
 
     def _deliver(self, committed: list[dict[str, Any]], drops: list[Dropped]) -> None:
         for report in drops:

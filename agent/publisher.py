@@ -5,6 +5,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import select
+import socket
 import ssl
 import threading
 import time
@@ -12,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.backoff import Backoff
@@ -26,12 +29,66 @@ log = logging.getLogger(__name__)
 
 RequestHandler = Callable[[str, bytes, "Properties | None"], None]
 
+EVENT_CONTENT_TYPE = "application/cloudevents+json"
+"""The CloudEvents MQTT binding's content type for structured mode (MQTT 5 only)."""
+JSON_CONTENT_TYPE = "application/json"
+MAX_RESPONSES = 256
+"""Responses waiting for the publisher thread; more are refused (a request flood)."""
+SELECT_TIMEOUT = 1.0
+"""The loop goes round at least this often (keepalive, heartbeat, stop)."""
+STOP_FLUSH = 3.0
+
+
+def _properties(content_type: str) -> Properties:
+    props = Properties(PacketTypes.PUBLISH)
+    props.ContentType = content_type
+    props.PayloadFormatIndicator = 1  # UTF-8
+    return props
+
+
+class _Wakeup:
+    """A socket pair that interrupts the publisher thread's ``select()`` from any thread."""
+
+    def __init__(self) -> None:
+        self._reader, self._writer = socket.socketpair()
+        self._reader.setblocking(False)
+        self._writer.setblocking(False)
+        self._pending = threading.Event()
+
+    def fileno(self) -> int:
+        return self._reader.fileno()
+
+    def set(self) -> None:
+        if not self._pending.is_set():
+            self._pending.set()
+            with contextlib.suppress(OSError):
+                self._writer.send(b"!")
+
+    def clear(self) -> None:
+        # Drain first, then clear: a set() in between finds the flag still set and writes
+        # nothing, and the caller goes on to look at what was handed over anyway.
+        with contextlib.suppress(OSError):
+            while self._reader.recv(4096):
+                pass
+        self._pending.clear()
+
+    def wait(self, timeout: float) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            select.select([self._reader], [], [], timeout)
+
 
 class Publisher:
-    """Owns the broker connection. Two threads: the network loop, and the feeder that publishes.
+    """Owns the broker connection, on one thread.
+
+    paho is not thread-safe when its loop is driven by hand: a ``publish()`` from another thread
+    writes to the socket (and takes messages out of paho's own queue) concurrently with the
+    loop. So every paho call happens on the publisher thread: other threads hand over retained
+    states and responses and wake the thread through a pipe. paho's own in-flight window is
+    unlimited (0), so paho never queues an event behind our back: the window of
+    ``mqtt.max_inflight`` events is ours, and events go out strictly in seq order.
 
     A new paho client is made for every connection, so paho never re-sends its own copy of
-    in-flight messages: after a reconnect the feeder re-sends from the buffer, in seq order.
+    in-flight messages: after a reconnect the thread re-sends from the buffer, in seq order.
     """
 
     def __init__(
@@ -50,43 +107,43 @@ class Publisher:
         self._ack = ack
         self._on_request = on_request
         self.on_connected: Callable[[], None] = lambda: None
-        self._wake = threading.Event()
+        self._wake = _Wakeup()
         self._stopping = threading.Event()
         self._client: paho.Client | None = None
-        self._generation = 0
         self._connected = threading.Event()
         self._refused: str | None = None
-        self._acks: collections.deque[tuple[int, int]] = collections.deque()
+        self._acked_mids: list[int] = []
         self._retained: dict[str, bytes] = {}
         self._retained_dirty: set[str] = set()
-        self._retained_lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
-        self._inflight_count = 0
+        self._responses: collections.deque[tuple[str, bytes, bytes | None]] = collections.deque()
+        self._handover = threading.Lock()
+        self._thread: threading.Thread | None = None
         self._drained = threading.Event()
+        v5 = mqtt.protocol == "5"
+        self._event_props = _properties(EVENT_CONTENT_TYPE) if v5 else None
+        self._json_props = _properties(JSON_CONTENT_TYPE) if v5 else None
         # figures for `agent status` and metrics
         self.published = 0
         self.reconnects = 0
+        self.inflight = 0
         self.last_error: str | None = None
         self.connected_since: float | None = None
         self.published_by: collections.Counter[tuple[str, str]] = collections.Counter()
         """(device, type) -> events the broker acknowledged, for metrics."""
         self.observe_latency: Callable[[float], None] = lambda seconds: None
-        """Called on the feeder thread with each event's publish-to-PUBACK time."""
-        self.feeder_beat = Heartbeat("mqtt-feeder")
-        self.network_beat = Heartbeat("mqtt-network", must_beat=False)
+        """Called on the publisher thread with each event's publish-to-PUBACK time."""
+        self.beat = Heartbeat("mqtt")
 
-    # -- public ---------------------------------------------------------------------------
+    # -- public (any thread) ---------------------------------------------------------------
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
 
     def start(self) -> None:
-        for target, beat in ((self._network, self.network_beat), (self._feeder, self.feeder_beat)):
-            thread = threading.Thread(target=target, name=beat.name, daemon=True)
-            beat.attach(thread)
-            thread.start()
-            self._threads.append(thread)
+        self._thread = threading.Thread(target=self._run, name=self.beat.name, daemon=True)
+        self.beat.attach(self._thread)
+        self._thread.start()
 
     def wake(self) -> None:
         """New events were committed."""
@@ -96,7 +153,7 @@ class Publisher:
     def retain(self, topic: str, payload: dict[str, Any] | str) -> None:
         """Publish ``payload`` retained on ``topic`` now or on the next connection (latest wins)."""
         data = payload.encode() if isinstance(payload, str) else dumps(payload)
-        with self._retained_lock:
+        with self._handover:
             self._retained[topic] = data
             self._retained_dirty.add(topic)
         self._wake.set()
@@ -105,41 +162,35 @@ class Publisher:
         self, topic: str, payload: dict[str, Any], correlation: bytes | None = None
     ) -> None:
         """Publish a response to a remote request (QoS 1, not retained, not buffered)."""
-        client = self._client
-        if client is None or not self.connected:
+        if not self.connected:
             log.warning("cannot answer on %s: not connected to the broker", topic)
             return
-        props = None
-        if correlation is not None and self.mqtt.protocol == "5":
-            props = Properties(paho.PacketTypes.PUBLISH)
-            props.CorrelationData = correlation
-        client.publish(topic, dumps(payload), qos=1, properties=props)
+        with self._handover:
+            if len(self._responses) >= MAX_RESPONSES:
+                log.warning("cannot answer on %s: %d responses are already waiting", topic,
+                            MAX_RESPONSES)
+                return
+            self._responses.append((topic, dumps(payload), correlation))
+        self._wake.set()
 
     def wait_drained(self, timeout: float) -> bool:
         """Wait until every committed event is acknowledged by the broker."""
         self._wake.set()
         return self._drained.wait(timeout)
 
-    def stop(self, timeout: float = 3.0) -> None:
-        """Publish ``offline`` on availability, disconnect cleanly, stop the threads."""
-        client = self._client
-        if client is not None and self.connected:
-            info = client.publish(self.topics.availability, b"offline", qos=1, retain=True)
-            with contextlib.suppress(RuntimeError, ValueError):
-                info.wait_for_publish(timeout)
+    def stop(self, timeout: float = STOP_FLUSH) -> None:
+        """Publish ``offline`` on availability, disconnect cleanly, stop the thread."""
         self._stopping.set()
         self._wake.set()
-        if client is not None:
-            client.disconnect()
-        for thread in self._threads:
-            thread.join(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout + 2.0)
 
-    # -- network thread ---------------------------------------------------------------------
+    # -- the publisher thread ------------------------------------------------------------------
 
     def _new_client(self) -> paho.Client:
         client = make_client(self.mqtt, self.client_id)
         client.will_set(self.topics.availability, b"offline", qos=1, retain=True)
-        client.max_inflight_messages_set(self.mqtt.max_inflight)
+        client.max_inflight_messages_set(0)  # the window is ours: paho must never queue
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -147,12 +198,12 @@ class Publisher:
         client.on_message = self._on_message
         return client
 
-    def _network(self) -> None:
+    def _run(self) -> None:
         backoff = Backoff(initial=self.mqtt.reconnect_min, cap=self.mqtt.reconnect_max)
         where = f"{self.mqtt.host}:{self.mqtt.port}"
         while not self._stopping.is_set():
+            self.beat.beat()
             self._refused = None
-            was_connected = False
             try:
                 client = self._new_client()
                 client.connect(**connect_args(self.mqtt))  # type: ignore[arg-type]
@@ -166,11 +217,7 @@ class Publisher:
                 self._fail(f"broker {where} unreachable: {err}", backoff.next())
                 continue
             self._client = client
-            while not self._stopping.is_set():
-                rc = client.loop(timeout=1.0)
-                was_connected = was_connected or self.connected
-                if rc != paho.MQTT_ERR_SUCCESS or self._refused:
-                    break
+            was_connected = self._serve(client)
             self._set_disconnected()
             if self._stopping.is_set():
                 break
@@ -197,17 +244,72 @@ class Publisher:
                            backoff.next())
         self._set_disconnected()
 
+    def _serve(self, client: paho.Client) -> bool:
+        """Run one connection until it drops or the publisher stops; True if it was accepted."""
+        feed = _Feed(self, client)
+        was_connected = False
+        while True:
+            self.beat.beat()
+            if self._stopping.is_set():
+                self._close(client)
+                return was_connected
+            sock: Any = client.socket()
+            if sock is None:
+                return was_connected
+            timeout = SELECT_TIMEOUT
+            if isinstance(sock, ssl.SSLSocket) and sock.pending():
+                timeout = 0.0  # TLS: decrypted bytes already buffered, select() would not say
+            try:
+                readable, writable, _ = select.select(
+                    [sock, self._wake.fileno()], [sock] if client.want_write() else [], [],
+                    timeout)
+            except (OSError, ValueError):
+                return was_connected
+            self._wake.clear()
+            rc = paho.MQTT_ERR_SUCCESS
+            if sock in readable or timeout == 0.0:
+                rc = client.loop_read()
+            if rc == paho.MQTT_ERR_SUCCESS and sock in writable:
+                rc = client.loop_write()
+            if rc == paho.MQTT_ERR_SUCCESS:
+                rc = client.loop_misc()
+            if rc != paho.MQTT_ERR_SUCCESS or self._refused:
+                return was_connected
+            if self.connected:
+                was_connected = True
+                feed.run()
+
+    def _close(self, client: paho.Client) -> None:
+        """Say ``offline`` (waiting a little for its PUBACK) and disconnect."""
+        if self.connected:
+            info = client.publish(self.topics.availability, b"offline", qos=1, retain=True)
+            deadline = time.monotonic() + STOP_FLUSH
+            while not info.is_published() and time.monotonic() < deadline and \
+                    (sock := client.socket()) is not None:
+                client.loop_write()
+                with contextlib.suppress(OSError, ValueError):
+                    select.select([sock], [], [], 0.1)
+                client.loop_read()
+        client.disconnect()
+        with contextlib.suppress(OSError, ValueError):
+            client.loop_write()
+
     def _fail(self, message: str, delay: float) -> None:
         self.last_error = message
         log.error("%s; retrying in %.1f s", message, delay)
-        self._stopping.wait(delay)
+        deadline = time.monotonic() + delay
+        while not self._stopping.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.beat.beat()
+            self._wake.wait(min(left, SELECT_TIMEOUT))
+            self._wake.clear()
 
     def _set_disconnected(self) -> None:
         if self._connected.is_set():
             self._connected.clear()
             self.connected_since = None
-        self._generation += 1
-        self._wake.set()
+        self.inflight = 0
+
+    # -- paho callbacks (on the publisher thread, inside loop_read) ---------------------------
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any,
                     properties: Any) -> None:
@@ -222,10 +324,9 @@ class Publisher:
         client.publish(self.topics.availability, b"online", qos=1, retain=True)
         if self._on_request is not None:
             client.subscribe(self.topics.request("+"), qos=1)
-        with self._retained_lock:
+        with self._handover:
             self._retained_dirty = set(self._retained)
         self._connected.set()
-        self._wake.set()
         self.on_connected()
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any,
@@ -235,9 +336,8 @@ class Publisher:
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any,
                     properties: Any) -> None:
-        # Runs holding paho's message lock: only hand the ack over, never call into paho here.
-        self._acks.append((id(client), mid))
-        self._wake.set()
+        if client is self._client:
+            self._acked_mids.append(mid)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         command = message.topic.rsplit("/", 1)[-1]
@@ -247,67 +347,72 @@ class Publisher:
             except Exception:
                 log.exception("handling request %s failed", message.topic)
 
-    # -- feeder thread ------------------------------------------------------------------------
 
-    def _feeder(self) -> None:
-        inflight: dict[int, tuple[Row, float]] = {}  # mid -> (row, sent), this connection
-        last_sent = 0  # highest seq handed to the current connection
-        generation = -1
-        client_id = 0
-        while not self._stopping.is_set():
-            self.feeder_beat.beat()
-            self._wake.wait(1.0)
-            self._wake.clear()
-            if generation != self._generation or not self.connected:
-                if inflight:
-                    last_sent = min(r.seq for r, _ in inflight.values()) - 1  # no PUBACK: again
-                inflight.clear()
-                self._acks.clear()
-                if not self.connected:
-                    continue
-                generation = self._generation
-            client = self._client
-            if client is None:
-                continue
-            client_id = id(client)
-            acked = []
-            now = time.monotonic()
-            while self._acks:
-                cid, mid = self._acks.popleft()
-                if cid == client_id and (entry := inflight.pop(mid, None)) is not None:
-                    row, sent = entry
-                    acked.append(row.seq)
-                    self.published_by[(row.device, row.type)] += 1
-                    self.observe_latency(now - sent)
-            if acked:
-                self.published += len(acked)
-                self._ack(acked)
-            self._send_retained(client)
-            room = self.mqtt.max_inflight - len(inflight)
-            rows = []
-            # Refill in batches (half a window at a time): one query and one wake-up per batch
-            # instead of one per PUBACK when the window is full.
-            if room > 0 and (len(inflight) <= self.mqtt.max_inflight // 2):
-                rows = self.buffer.fetch(last_sent, room)
-                for row in rows:
-                    info = client.publish(self.topics.event(row.device, row.type), row.payload,
-                                          qos=1)
-                    if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
-                        log.warning("publishing seq %d failed: %s", row.seq, info.rc)
-                        break
-                    inflight[info.mid] = (row, time.monotonic())
-                    last_sent = row.seq
-                if len(rows) == room:
-                    self._wake.set()  # more waiting: come back as soon as acks make room
-            self._inflight_count = len(inflight)
-            if not inflight and not rows and not acked:
-                self._drained.set()
+class _Feed:
+    """One connection's window of in-flight events: acks in, the next events out, in seq order."""
 
-    def _send_retained(self, client: paho.Client) -> None:
-        with self._retained_lock:
-            if not self._retained_dirty:
-                return
-            items = [(t, self._retained[t]) for t in self._retained_dirty]
-            self._retained_dirty.clear()
-        for topic, payload in items:
-            client.publish(topic, payload, qos=1, retain=True)
+    def __init__(self, publisher: Publisher, client: paho.Client) -> None:
+        self.pub = publisher
+        self.client = client
+        self.inflight: dict[int, tuple[Row, float]] = {}  # mid -> (row, sent)
+        self.last_sent = 0  # highest seq handed to this connection
+
+    def run(self) -> None:
+        pub, client = self.pub, self.client
+        acked = self._take_acks()
+        self._send_handed_over()
+        window = pub.mqtt.max_inflight
+        room = window - len(self.inflight)
+        rows: list[Row] = []
+        # Refill in batches (half a window at a time): one query per batch instead of one per
+        # PUBACK when the window is full.
+        if len(self.inflight) <= window // 2:
+            rows = pub.buffer.fetch(self.last_sent, room)
+            topics = pub.topics
+            for row in rows:
+                info = client.publish(topics.event(row.device, row.type), row.payload, qos=1,
+                                      properties=pub._event_props)
+                if info.rc != paho.MQTT_ERR_SUCCESS:
+                    log.warning("publishing seq %d failed: %s", row.seq, info.rc)
+                    break
+                self.inflight[info.mid] = (row, time.monotonic())
+                self.last_sent = row.seq
+            if len(rows) == room:
+                pub._wake.set()  # more waiting: go round again as soon as acks make room
+        pub.inflight = len(self.inflight)
+        if not self.inflight and not rows and not acked:
+            pub._drained.set()
+
+    def _take_acks(self) -> list[int]:
+        pub = self.pub
+        mids, pub._acked_mids = pub._acked_mids, []
+        acked = []
+        now = time.monotonic()
+        for mid in mids:
+            if (entry := self.inflight.pop(mid, None)) is not None:
+                row, sent = entry
+                acked.append(row.seq)
+                pub.published_by[(row.device, row.type)] += 1
+                pub.observe_latency(now - sent)
+        if acked:
+            pub.published += len(acked)
+            pub._ack(acked)
+        return acked
+
+    def _send_handed_over(self) -> None:
+        pub, client = self.pub, self.client
+        with pub._handover:
+            retained = [(t, pub._retained[t]) for t in pub._retained_dirty]
+            pub._retained_dirty.clear()
+            responses = list(pub._responses)
+            pub._responses.clear()
+        for topic, payload in retained:
+            props = pub._json_props if payload[:1] in (b"{", b"[") else None
+            client.publish(topic, payload, qos=1, retain=True, properties=props)
+        for topic, payload, correlation in responses:
+            props = None
+            if pub.mqtt.protocol == "5":
+                props = _properties(JSON_CONTENT_TYPE)
+                if correlation is not None:
+                    props.CorrelationData = correlation
+            client.publish(topic, payload, qos=1, properties=props)

@@ -55,6 +55,7 @@ class Agent:
             max_bytes=settings.buffer.max_bytes,
             max_age=settings.buffer.max_age,
             synchronous=settings.buffer.synchronous,
+            reserve_bytes=settings.buffer.reserve,
             on_dropped=lambda report: self.pipeline.dropped_event(report),
         )
         self.pipeline = Pipeline(config, self.buffer)
@@ -124,11 +125,11 @@ class Agent:
         the control socket, metrics, systemd notification, the schedule and lifecycle events."""
         self._loop = asyncio.get_running_loop()
         settings = self.config.settings
-        self.buffer.open()
-        restrict_modes(self.buffer.path)
-        self.pipeline.start()
-        if self.buffer.reset_report is not None:
-            self.pipeline.emit_agent("agent.events_dropped", self.buffer.reset_report.data())
+        self.pipeline.start()  # opens the buffer
+        try:
+            restrict_modes(self.buffer.path)
+        except OSError as err:  # a read-only or failing disk: the storage faults say more
+            log.warning("cannot set mode 0640 on %s: %s", self.buffer.path, err)
         self.selftests.load()
         # Before the broker connection, so that "connected" in the log means the endpoint is
         # settled (serving, or reported unavailable).
@@ -238,6 +239,9 @@ class Agent:
                 "next_seq": stats.next_seq,
                 "dropped": dict(self.pipeline.dropped),
                 "last_error": self.pipeline.last_commit_error,
+                "storage": self.pipeline.storage_problem or "ok",
+                "held": len(self.pipeline.spill),
+                "reserve": self.buffer.reserve.held,
             },
             "devices": {
                 d.device_id: {

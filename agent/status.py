@@ -64,7 +64,10 @@ def render_status(status: dict[str, Any]) -> str:
         + (f", oldest {format_duration(buffer['oldest_age_s'])}" if buffer["oldest_age_s"] else "")
         + (f", dropped {buffer['dropped']}" if buffer["dropped"] else ""),
     ]
-    if buffer.get("last_error"):
+    if buffer.get("storage", "ok") != "ok":
+        lines.append(f"           CANNOT WRITE: {buffer['storage']}; {buffer.get('held', 0)} "
+                     "events held in memory until it can")
+    elif buffer.get("last_error"):
         lines.append(f"           buffer error: {buffer['last_error']}")
     lines.append("devices:")
     for dev_id, dev in sorted(status["devices"].items()):

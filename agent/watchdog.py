@@ -2,8 +2,8 @@
 
 A stalled agent must be restarted, so ``WATCHDOG=1`` is sent (at half of ``WATCHDOG_USEC``)
 only when every progress check passes: the event loop runs this task, the buffer writer and
-the publisher's feeder threads went round their loops recently (``Heartbeat``), the MQTT
-network thread is alive, and every driver task is still supervised. A broker outage or an
+the publisher's thread went round their loops recently (``Heartbeat``), and every driver task
+is still supervised. A broker outage or an
 offline device is not a stall: those threads keep going round while they wait.
 
 ``kill -USR2 <pid>`` (root or the agent's user only; never reachable over MQTT) blocks the
@@ -106,8 +106,7 @@ class ServiceWatch:
         from agent.status import summary_line
 
         def beats() -> str | None:
-            beating = (agent.pipeline.writer_beat, agent.publisher.feeder_beat,
-                       agent.publisher.network_beat)
+            beating = (agent.pipeline.writer_beat, agent.publisher.beat)
             return "; ".join(p for b in beating if (p := b.problem(watch.stall_limit))) or None
 
         def drivers() -> str | None:

@@ -79,6 +79,7 @@ class ReplayDriver(Driver):
                         await asyncio.sleep(ahead)
                 elif emitted % 200 == 0:
                     await asyncio.sleep(0)  # as fast as possible, but let the loop breathe
+                    await self.context.room()  # and no faster than the buffer commits
                 self.emit(rec.type, rec.data, subject=rec.subject)
                 emitted += 1
                 if cfg.count is not None and emitted >= cfg.count:

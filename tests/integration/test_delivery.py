@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 from pathlib import Path
 
 from support import AgentProcess, Broker, Subscriber, agent_config, wait_until, write_jsonl
@@ -111,3 +113,30 @@ def test_delivery_resumes_by_itself_after_broker_restart(tmp_path, agents):
     finally:
         sub.close()
         broker.stop()
+
+
+def test_concurrent_publishes_from_every_thread_keep_the_connection_and_the_order(
+        tmp_path, broker, subscriber, agents):
+    # Events go out from the publisher while remote requests are answered from the event loop
+    # and states are retained from the drivers: with a small window, paho would queue events
+    # behind our back and write to the socket from several threads at once.
+    cfg = agent_config(tmp_path, broker, replay_device(tmp_path, 4000, rate=2000),
+                       mqtt={"max_inflight": 4})
+    agent = AgentProcess(tmp_path / "a", cfg)
+    agents.append(agent)
+    agent.start(wait_connected=True)
+    requester = Subscriber(broker, "retail/t1/agent/response/#")
+    try:
+        for i in range(400):
+            requester.client.publish("retail/t1/agent/request/status",
+                                     json.dumps({"id": f"r{i}-" + "x" * (i % 7) * 20}), qos=1)
+        wait_until(lambda: len(replayed(subscriber)) >= 4000, 60, "4000 replayed events")
+        assert agent.stop() == 0
+    finally:
+        requester.close()
+    subscriber.sync()
+    seqs = [e["seq"] for e in subscriber.events()]
+    assert seqs == list(range(1, len(seqs) + 1)), \
+        f"out of order: {next((a, b) for a, b in itertools.pairwise(seqs) if b != a + 1)}"
+    out = agent.output()
+    assert "disconnected from broker" not in out and "connection to broker" not in out, out[-2000:]

@@ -111,9 +111,12 @@ def test_normal_sync_after_power_loss_skips_seqs_that_may_have_been_published(tm
     buf.commit([pending() for _ in range(3)])
     assert buf._db is not None
     # What a power cut leaves: no clean close, and another boot of the machine.
-    buf._db.execute("UPDATE meta SET value='another-boot' WHERE key='boot'")
     buf._db.close()
     buf._db = None
+    mark = tmp_path / "buffer.db.mark"
+    seq, state, _ = mark.read_text().split()
+    assert state == "run"
+    mark.write_text(f"{seq} run another-boot\n")
     buf = make(tmp_path, synchronous="normal")
     assert buf.reset_report is not None and buf.reset_report.reason == "power_loss"
     committed, _ = buf.commit([pending()])

@@ -1,0 +1,86 @@
+"""Events emitted but not yet committed: a bounded, priority-aware hold between emit() and the buffer."""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from agent.events import PRIORITY_ALARM, PRIORITY_TELEMETRY
+
+if TYPE_CHECKING:
+    from agent.buffer import Pending
+
+PRIORITIES = range(PRIORITY_TELEMETRY, PRIORITY_ALARM + 1)
+
+
+class Spill:
+    """A FIFO of ``Pending`` events with at most ``limit`` entries, shared by many threads.
+
+    Normally it holds what arrived since the writer's last commit (a few events). When the
+    buffer cannot be written (a full disk, an I/O error) it holds everything accepted since,
+    up to ``limit``. Past the limit the oldest event of the lowest priority present goes, never
+    an event of a higher priority than the one arriving: alarms are never dropped for telemetry.
+    ``put`` never blocks, so a GPIO edge callback is never held up; it returns what it dropped.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        # One deque per priority, each entry tagged with its arrival number: taking merges them
+        # back in arrival order, dropping takes the head of the lowest non-empty one.
+        self._queues: dict[int, collections.deque[tuple[int, Pending]]] = {
+            p: collections.deque() for p in PRIORITIES}
+        self._order = itertools.count()
+        self._front = itertools.count(-1, -1)  # for batches put back ahead of everything
+        self._size = 0
+        self._lock = threading.Lock()
+        self.not_empty = threading.Condition(self._lock)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def put(self, pending: Pending) -> Pending | None:
+        """Hold ``pending``; return the event dropped to make room (maybe ``pending`` itself)."""
+        with self._lock:
+            dropped = None
+            if self._size >= self.limit:
+                lowest = next(p for p in PRIORITIES if self._queues[p])
+                if lowest > pending.priority:
+                    return pending
+                dropped = self._queues[lowest].popleft()[1]
+                self._size -= 1
+            self._queues[pending.priority].append((next(self._order), pending))
+            self._size += 1
+            self.not_empty.notify()
+            return dropped
+
+    def take(self, limit: int) -> list[Pending]:
+        """Remove and return up to ``limit`` events in arrival order."""
+        with self._lock:
+            return list(self._take(limit))
+
+    def _take(self, limit: int) -> Iterator[Pending]:
+        heads = [q for q in self._queues.values() if q]
+        while heads and limit > 0:
+            queue = min(heads, key=lambda q: q[0][0])
+            yield queue.popleft()[1]
+            self._size -= 1
+            limit -= 1
+            if not queue:
+                heads.remove(queue)
+
+    def put_back(self, batch: list[Pending]) -> list[Pending]:
+        """Return a batch that could not be committed to the front, in order; returns what the
+        limit dropped meanwhile (the lowest priorities first)."""
+        dropped: list[Pending] = []
+        with self._lock:
+            for pending in reversed(batch):
+                self._queues[pending.priority].appendleft((next(self._front), pending))
+                self._size += 1
+            while self._size > self.limit:
+                lowest = next(p for p in PRIORITIES if self._queues[p])
+                dropped.append(self._queues[lowest].popleft()[1])
+                self._size -= 1
+        return dropped
