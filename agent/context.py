@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,14 +13,15 @@ if TYPE_CHECKING:
     from agent.pipeline import Pipeline
     from agent.selftest.marks import TestMarks
 
-__all__ = ["Context", "undelivered_from"]
+__all__ = ["Context", "undelivered_since"]
 
 
-def undelivered_from(buffer: Buffer) -> int | None:
-    """The lowest seq the broker has not acknowledged yet; ``None`` when all are delivered.
-    Delivery is in seq order, so every event at or above it is still unpublished."""
-    rows = buffer.fetch(0, 1)
-    return rows[0].seq if rows else None
+def undelivered_since(buffer: Buffer) -> float | None:
+    """When (epoch seconds) the oldest event the broker has not acknowledged yet was emitted;
+    ``None`` when all are delivered. Delivery is in seq order, so every event emitted after it
+    is still unpublished too."""
+    age = buffer.stats().oldest_age
+    return None if age is None else time.time() - age
 
 
 class Context:
@@ -61,5 +63,5 @@ class Context:
     def subscribe(self, listener: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         return self.pipeline.subscribe(listener)
 
-    def undelivered_from(self) -> int | None:
-        return undelivered_from(self.pipeline.buffer)
+    def undelivered_since(self) -> float | None:
+        return undelivered_since(self.pipeline.buffer)

@@ -130,10 +130,10 @@ class DriverContext(Protocol):
         """
         ...
 
-    def undelivered_from(self) -> int | None:
-        """The lowest seq the broker has not acknowledged yet (``None``: all delivered); an
-        event with a seq at or above it is still unpublished. A small disk read: call it from
-        a thread, not in a tight loop."""
+    def undelivered_since(self) -> float | None:
+        """When (epoch seconds) the oldest event not yet acknowledged by the broker was emitted
+        (``None``: all delivered); every event emitted since is unpublished too. A small disk
+        read: call it from a thread, not in a tight loop."""
         ...
 
 

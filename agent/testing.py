@@ -20,7 +20,7 @@ import tomli_w
 
 from agent.buffer import Buffer
 from agent.config import Config, load_config
-from agent.context import undelivered_from
+from agent.context import undelivered_since
 from agent.driver import Driver
 from agent.errors import EventError
 from agent.pipeline import Pipeline
@@ -55,8 +55,8 @@ class _RecordingContext:
             self._rejected.append(str(err))
             raise
 
-    def undelivered_from(self) -> int | None:
-        return undelivered_from(self._pipeline.buffer)
+    def undelivered_since(self) -> float | None:
+        return undelivered_since(self._pipeline.buffer)
 
 
 class DriverHarness:

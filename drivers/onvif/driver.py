@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.backoff import Backoff
@@ -20,6 +19,9 @@ from drivers.onvif.timesync import correct_time
 if TYPE_CHECKING:
     from drivers.onvif.camera import Camera
     from drivers.onvif.simulator import FakeCamera
+
+SLACK = 5.0
+"""Seconds between writing a snapshot and emitting its ``camera.snapshot``, at most."""
 
 SIM_PASSWORD = "simulated"  # noqa: S105 - the built-in fake camera's password when none is set
 MIN_EMPTY_PULL = 1.0
@@ -71,9 +73,6 @@ class OnvifDriver(Driver):
         self._last_state = 0.0
         self._triggers: asyncio.Queue[dict[str, Any]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._saved: dict[str, int | None] = {}
-        """Path of each snapshot we announced -> the seq of its ``camera.snapshot`` (``None``
-        until committed): retention keeps those whose event is not published yet."""
 
     # -- run ----------------------------------------------------------------------------------
 
@@ -263,11 +262,6 @@ class OnvifDriver(Driver):
     def _on_committed(self, env: dict[str, Any]) -> None:
         """On the buffer's writer thread: pick triggers cheaply and hand them to our loop."""
         cfg = self.config
-        if env.get("type") == "camera.snapshot" and env.get("deviceid") == self.device_id:
-            path = str(env["data"].get("path"))
-            if path in self._saved:
-                self._saved[path] = int(env["seq"])  # one key store: atomic
-            return
         if self._loop is None or not is_trigger(
             env, cfg.snapshot_on, device_id=self.device_id,
             exit_name=self.context.exit_of(self.device_id), include_test=cfg.snapshot_test,
@@ -309,22 +303,15 @@ class OnvifDriver(Driver):
         image = await cam.snapshot(cfg.snapshot_profile, cfg.snapshot_timeout,
                                    int(cfg.snapshot_max_bytes))
         taken = time.time()
+        since = await asyncio.to_thread(self.context.undelivered_since)
+        # A snapshot saved since the oldest unpublished event may be what one of them names
+        # (its camera.snapshot is emitted just after the file is written, hence the slack).
         saved = await asyncio.to_thread(store.save, image, env["id"], taken,
-                                        protect=await asyncio.to_thread(self._unpublished))
-        self._saved[str(saved.path)] = None
+                                        keep_since=None if since is None else since - SLACK)
         self.emit("camera.snapshot", {"path": str(saved.path), "sha256": saved.sha256,
                                       "bytes": saved.bytes, "trigger_id": env["id"]}, time=taken)
         self.counts["snapshots"] += 1
         self._publish(force=True, last_snapshot=str(saved.path))
-
-    def _unpublished(self) -> set[Path]:
-        """Our snapshots whose ``camera.snapshot`` is not published yet (forgets the others)."""
-        floor = self.context.undelivered_from()
-        keep = {path for path, seq in self._saved.items()
-                if seq is None or (floor is not None and seq >= floor)}
-        for path in set(self._saved) - keep:
-            self._saved.pop(path, None)
-        return {Path(p) for p in keep}
 
     # -- health and simulation ----------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -158,6 +159,8 @@ async def test_snapshot_on_alarm_at_the_same_exit(camera, tmp_path):
         assert all(Path(snap["data"]["path"]).exists() for snap in snaps)
         h.pipeline.ack([e["seq"] for e in h.events])  # now the broker has every event
         await wait(lambda: h.pipeline.buffer.stats().depth == 0, 5, "acknowledged")
+        for snap in snaps:  # and they are a minute old
+            os.utime(snap["data"]["path"], (time.time() - 60, time.time() - 60))
         ids.append(h.pipeline.emit("eas1", "eas.alarm", {"direction": "out"}))
         snaps.append(await h.wait_for("camera.snapshot", count=4))
         assert [Path(snap["data"]["path"]).exists() for snap in snaps] == \
