@@ -402,6 +402,13 @@ def _check_devices(
                     f"({devices[dev_id].driver.name}) has no 'pulse' action: a test tag needs an "
                     "output such as gpio_output", dev_id, has_value=True,
                 ))
+        if ex.walk_within >= settings.limits.control_idle:
+            problems.append(_describe(
+                path, ("exits", exit_name, "walk_within"), "a walk test waits this long for a "
+                f"pass without a word on the control socket; limits.control_idle "
+                f"({settings.limits.control_idle:g} s) would stop it: make walk_within shorter "
+                "or control_idle longer", ex.walk_within, has_value=True,
+            ))
         if ex.schedule and not ex.test_tag:
             problems.append(_describe(
                 path, ("exits", exit_name, "schedule"), "a scheduled self-test needs test_tag: "

@@ -360,3 +360,16 @@ def test_a_real_alarm_between_walk_passes_is_not_a_test(tmp_path, broker, subscr
     alarms = subscriber.wait_events(5, "eas.alarm")
     assert [a["test"] for a in alarms] == [True, True, True, True, False]  # tag, 3 passes, real
     assert agent.stop() == 0
+
+
+def test_a_walk_window_the_control_socket_would_cut_is_a_config_error(tmp_path):
+    from agent.testing import write_config
+
+    cfg = config(tmp_path, None, exit1(), walk_within="15m")
+    path = write_config(tmp_path / "agent.toml", cfg)
+    result = subprocess.run([AGENT_BIN, "--config", str(path), "config", "check"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert ("exits.exit1.walk_within: got 900.0: a walk test waits this long for a pass without "
+            "a word on the control socket; limits.control_idle (600 s) would stop it") \
+        in result.stderr, result.stderr
