@@ -290,7 +290,8 @@ class Session:
         raise ControlError(f"the agent closed {self.path} without answering")
 
     def close(self) -> None:
-        self._stream.close()
+        with contextlib.suppress(OSError):  # a request the agent never read (it was busy)
+            self._stream.close()
         self._sock.close()
 
     def __enter__(self) -> Session:
