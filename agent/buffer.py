@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.events import dumps
+from agent.events import PRIORITIES, dumps
 from agent.seqmark import LastRun, SeqLedger, boot_id
 from agent.storage import Reserve, StorageCorrupt, StorageUnavailable, classify
 
@@ -29,6 +29,9 @@ EXPIRE_CHUNK = 20_000
 """Events expired per transaction (and per report)."""
 CACHE_KIB = 2048
 """SQLite's page cache per connection."""
+PAGE_SIZE = 1024
+"""Bytes per page of a new buffer. At store rates each commit rewrites one leaf page: a small
+page writes (and wears the SD card) four times less per event than SQLite's 4 KiB default."""
 FREE_CHUNK = 500
 """Deletes per transaction on a full disk, each followed by a checkpoint."""
 WAL_PAGES = 256
@@ -47,7 +50,7 @@ CREATE TABLE IF NOT EXISTS events (
     type TEXT NOT NULL,
     payload BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_by_priority ON events (priority, seq);
+DROP INDEX IF EXISTS events_by_priority;
 """
 
 
@@ -202,6 +205,7 @@ class Buffer:
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # only takes effect on a new file
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
@@ -340,7 +344,7 @@ class Buffer:
         if batch:
             if self._blocked is not None:
                 self._checkpoint()
-            if not self.reserve.make():
+            if not self.reserve.make() and self._reusable() < self.reserve.size:
                 raise StorageUnavailable(
                     f"the disk is full: no room for the {self.reserve.size}-byte reserve that "
                     "deleting published events needs (buffer.reserve)")
@@ -350,7 +354,15 @@ class Buffer:
         except (sqlite3.Error, OSError) as err:
             fault = classify(err)
             if isinstance(fault, StorageUnavailable):
-                raise fault from err
+                # The log may only need resetting (its pages are all in the database already):
+                # checkpoint, and if that worked try once more.
+                try:
+                    self._checkpoint()
+                    result = self._commit(batch, acked)
+                except (sqlite3.Error, OSError, StorageUnavailable):
+                    raise fault from err
+                self._watch_wal()
+                return result
             if fault is None:
                 raise
             last = LastRun(self._next_seq - 1, True, self._boot, self.ledger.reserved)
@@ -393,6 +405,13 @@ class Buffer:
                         "events", fault, self.reserve.size)
             write()
 
+    def _reusable(self) -> int:
+        """Bytes of free pages inside the database file (new events reuse them first)."""
+        assert self._db is not None
+        (free,) = self._db.execute("PRAGMA freelist_count").fetchone()
+        (size,) = self._db.execute("PRAGMA page_size").fetchone()
+        return int(free) * int(size)
+
     def _watch_wal(self) -> None:
         try:
             size = self._wal.stat().st_size
@@ -403,7 +422,7 @@ class Buffer:
                 self._checkpoint()
 
     def _checkpoint(self) -> None:
-        """Copy the WAL into the database and truncate it.
+        """Copy the WAL into the database and start it again from its beginning.
 
         Raises:
             StorageUnavailable: the disk has no room for it; until it has, only deletes are
@@ -411,7 +430,9 @@ class Buffer:
         """
         assert self._db is not None
         try:
-            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            # RESTART, not TRUNCATE: the log keeps its blocks (up to journal_size_limit), so the
+            # next commits have room in it even when the filesystem has none.
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
         except sqlite3.Error as err:
             fault = classify(err)
             if not isinstance(fault, StorageUnavailable):
@@ -476,7 +497,6 @@ class Buffer:
                 next_seq += 1
                 size += len(payload) + ROW_OVERHEAD
                 depth += 1
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('next_seq', ?)", (next_seq,))
             db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -491,21 +511,30 @@ class Buffer:
     def _drop_to(
         self, db: sqlite3.Connection, need: int
     ) -> tuple[list[int], int, Counter[tuple[str, str]]]:
-        """Delete lowest-priority, oldest events until ``need`` bytes are freed."""
+        """Delete lowest-priority, oldest events until ``need`` bytes are freed.
+
+        There is no index on priority (it would cost a page write per commit): each priority is
+        read in seq order, the primary key's, and the scan stops as soon as enough is freed.
+        Drop reports are never dropped: the seqs they name would become unannounced losses.
+        """
         dropped: list[int] = []
         kinds: Counter[tuple[str, str]] = Counter()
         freed = 0
-        cursor = db.execute(
-            "SELECT seq, length(payload), device, type FROM events ORDER BY priority, seq"
-        )
-        for seq, length, device, event_type in cursor:
-            dropped.append(seq)
-            kinds[(device, event_type)] += 1
-            freed += length + ROW_OVERHEAD
+        for priority in PRIORITIES:
+            cursor = db.execute(
+                "SELECT seq, length(payload), device, type FROM events WHERE priority=? "
+                "AND type != 'agent.events_dropped' ORDER BY seq", (priority,))
+            for seq, length, device, event_type in cursor:
+                dropped.append(seq)
+                kinds[(device, event_type)] += 1
+                freed += length + ROW_OVERHEAD
+                if freed >= need:
+                    break
+            cursor.close()
             if freed >= need:
                 break
-        cursor.close()
-        db.executemany("DELETE FROM events WHERE seq=?", [(s,) for s in dropped])
+        db.execute("DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?))",
+                   (json.dumps(dropped),))
         return dropped, freed, kinds
 
     def expire(self, now: float | None = None) -> tuple[list[dict[str, Any]], list[Dropped]]:
@@ -577,6 +606,9 @@ class Buffer:
         """Checkpoint and close; the next ``open()`` starts without WAL replay."""
         if self._db is not None:
             with contextlib.suppress(sqlite3.Error):
+                # next_seq lives in the mark; the database keeps a copy for the next open
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('next_seq', ?)",
+                                 (self._next_seq,))
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self.ledger.stop(self._next_seq - 1, self._boot)
         self._close_db()

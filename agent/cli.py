@@ -29,12 +29,16 @@ def _load(args: argparse.Namespace) -> Config:
 def _control_socket(args: argparse.Namespace) -> Path:
     """The running agent's control socket, for the commands that only need that.
 
-    A user outside the service's group may not read the config file (mode 0640); then the
-    socket is ``AGENT_AGENT__CONTROL_SOCKET`` or the default, said in one line on stderr, and
-    the socket's own errors (exit 3) tell whether the agent can be reached.
+    Only the sections are read: a device table broken since the agent started (and refused by
+    its reload) must not hide the running agent. A user outside the service's group may not
+    read the config file (mode 0640); then the socket is ``AGENT_AGENT__CONTROL_SOCKET`` or
+    the default, said in one line on stderr, and the socket's own errors (exit 3) tell whether
+    the agent can be reached.
     """
+    from agent.config import load_settings
+
     try:
-        return _load(args).settings.agent.control_socket
+        return load_settings(config_path(args.config)).agent.control_socket
     except ConfigError as err:
         if not isinstance(err.__cause__, PermissionError):
             raise
@@ -58,11 +62,15 @@ def _refused(args: argparse.Namespace, err: Exception | str, code: int) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from agent import logs
+    from agent.errors import InstanceLocked
     from agent.runtime import Agent
 
     config = _load(args)
     logs.setup(args.log_level or config.settings.agent.log_level)
-    return asyncio.run(Agent(config).run())
+    try:
+        return asyncio.run(Agent(config).run())
+    except InstanceLocked as err:
+        return _refused(args, f"{err}; not starting a second one", EXIT_USAGE)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -190,6 +198,13 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_asyncapi(args: argparse.Namespace) -> int:
+    from agent.asyncapi import asyncapi_document
+
+    print(json.dumps(asyncapi_document(), indent=2))
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from agent import control
     from agent.commands import CommandError
@@ -251,7 +266,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 def cmd_selftest(args: argparse.Namespace) -> int:
     from agent import logs
     from agent.commands import CommandError
-    from agent.errors import AgentNotRunning, ControlError
+    from agent.errors import AgentNotRunning, ControlError, InstanceLocked
     from agent.selftest.console import (
         ConsoleOperator,
         ask_stdin,
@@ -276,11 +291,26 @@ def cmd_selftest(args: argparse.Namespace) -> int:
                 return _refused(args, ControlError(
                     f"{err}, and this user cannot run the self-test in-process: "
                     f"{problem.problems[0]}"), EXIT_UNREACHABLE)
-            print(f"agent selftest: no agent service is running ({path}); running the self-test "
-                  "in-process", file=sys.stderr, flush=True)
             logs.setup("warning")
             operator = ConsoleOperator(show, ask_stdin)
-            reports = run_in_process(config, args.exit, args.walk, operator)
+
+            def announce() -> None:
+                print(f"agent selftest: no agent service is running ({path}); running the "
+                      "self-test in-process", file=sys.stderr, flush=True)
+
+            try:
+                reports = run_in_process(config, args.exit, args.walk, operator,
+                                         announce=announce)
+            except InstanceLocked as locked:
+                # No answer on the socket, yet an agent holds the data_dir: its buffer and
+                # devices are not ours to open.
+                if locked.role == "agent selftest":
+                    why = "wait until that self-test has finished"
+                else:
+                    why = (f"its control socket cannot be reached: {err}. Not running the "
+                           "self-test in-process beside it: check that agent's [agent] "
+                           "control_socket, or stop it first")
+                return _refused(args, f"{locked}; {why}", EXIT_UNREACHABLE)
             where = "in-process"
     except ControlError as err:
         return _refused(args, err, EXIT_UNREACHABLE)
@@ -368,8 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--junit", metavar="FILE", help="also write the results as JUnit XML")
     p.set_defaults(func=cmd_selftest)
 
-    p = sub.add_parser("schema", help="print the JSON Schema of the envelope and payloads")
+    p = sub.add_parser("schema", help="print the JSON Schema (2020-12) that validates an event")
     p.set_defaults(func=cmd_schema)
+    p = sub.add_parser("asyncapi", help="print the AsyncAPI 3.0 document of the MQTT topics")
+    p.set_defaults(func=cmd_asyncapi)
     return parser
 
 

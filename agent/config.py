@@ -151,6 +151,13 @@ class MetricsSection(_Section):
         return host.strip("[]"), int(port)
 
 
+class HomeAssistantSection(_Section):
+    discovery: bool = Field(default=False, description="publish Home Assistant MQTT discovery "
+                            "configs: exits' alarms and doors, last self-tests, the agent")
+    prefix: str = Field(default="homeassistant", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$",
+                        description="Home Assistant's discovery prefix")
+
+
 class ExitSection(_Section):
     eas: str | None = Field(default=None, description="the EAS device expected to alarm")
     door: str | None = None
@@ -228,6 +235,7 @@ class Settings(BaseSettings):
     mqtt: MqttSection = MqttSection()
     buffer: BufferSection = BufferSection()
     metrics: MetricsSection = MetricsSection()
+    homeassistant: HomeAssistantSection = HomeAssistantSection()
     limits: LimitsSection = LimitsSection()
     devices: dict[str, dict[str, Any]] = {}
     exits: dict[str, ExitSection] = {}

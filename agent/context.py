@@ -30,8 +30,15 @@ class Context:
     def __init__(self, pipeline: Pipeline, marks: TestMarks) -> None:
         self.pipeline = pipeline
         self.marks = marks
-        self.store_id: str = pipeline.store_id
-        self.settings: Settings = pipeline.settings
+
+    @property
+    def store_id(self) -> str:
+        return self.pipeline.store_id
+
+    @property
+    def settings(self) -> Settings:
+        """The running configuration (a reload replaces it)."""
+        return self.pipeline.settings
 
     def emit(self, device_id: str, event_type: str, data: dict[str, Any] | None = None, *,
              time: float | None = None, subject: str | None = None) -> str:

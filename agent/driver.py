@@ -8,11 +8,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, overload
 
 from pydantic import BaseModel, ConfigDict
 
 from agent.errors import AgentError
+from agent.events import rfc3339
 from agent.units import format_clock
 
 if TYPE_CHECKING:
@@ -25,7 +26,18 @@ __all__ = [
     "DriverConfig",
     "DriverContext",
     "HealthCheck",
+    "timestamp",
 ]
+
+
+@overload
+def timestamp(epoch: float) -> str: ...
+@overload
+def timestamp(epoch: None) -> None: ...
+def timestamp(epoch: float | None) -> str | None:
+    """A time for the retained state: RFC 3339 UTC with milliseconds, like every time the agent
+    publishes (``None`` stays ``None``: never happened)."""
+    return None if epoch is None else rfc3339(epoch)
 
 
 CONDITION_TYPES: dict[str, tuple[str, str | None]] = {
@@ -88,8 +100,13 @@ class ActionError(AgentError, ValueError):
 class DriverContext(Protocol):
     """What the core gives a driver. Every method is safe to call from any thread."""
 
-    store_id: str
-    settings: Settings
+    @property
+    def store_id(self) -> str: ...
+
+    @property
+    def settings(self) -> Settings:
+        """The running configuration (a reload replaces it)."""
+        ...
 
     def emit(
         self,
@@ -277,7 +294,7 @@ class Driver:
             self._online = True
             self._state.pop("reason", None)
         self.emit("device.online")
-        self.update_state(online=True, since=time.time())
+        self.update_state(online=True, since=timestamp(time.time()))
 
     def set_offline(self, reason: str) -> None:
         """Report the device lost; emits ``device.offline`` with ``reason`` only on a change."""
@@ -286,7 +303,7 @@ class Driver:
                 return
             self._online = False
         self.emit("device.offline", {"reason": reason})
-        self.update_state(online=False, since=time.time(), reason=reason)
+        self.update_state(online=False, since=timestamp(time.time()), reason=reason)
 
     def update_state(self, **fields: Any) -> None:
         """Merge ``fields`` into the device's retained state and publish it."""

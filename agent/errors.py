@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class AgentError(Exception):
     """Root of every error the agent raises on purpose."""
@@ -32,3 +34,16 @@ class ControlError(AgentError, ConnectionError):
 
 class AgentNotRunning(ControlError):
     """No agent listens on the control socket: no socket file, or a stale one."""
+
+
+class InstanceLocked(AgentError, RuntimeError):
+    """Another process runs on the same ``data_dir`` (it holds ``<data_dir>/agent.lock``)."""
+
+    def __init__(self, data_dir: Path, pid: int | None, role: str = "") -> None:
+        self.data_dir = data_dir
+        self.pid = pid
+        self.role = role
+        who = f"PID {pid}" if pid is not None else "another process (PID not yet written)"
+        what = f" ({role})" if role else ""
+        super().__init__(f"data_dir {data_dir} is in use by {who}{what}: one agent per "
+                         "data_dir")

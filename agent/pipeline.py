@@ -23,15 +23,16 @@ from agent.watchdog import Heartbeat
 
 log = logging.getLogger(__name__)
 
-ACK_FLUSH_INTERVAL = 0.2
-"""Deleting published events is batched: losing a delete only means a duplicate later."""
+ACK_FLUSH_INTERVAL = 3.0
+"""Deleting published events is batched: losing a delete only means a duplicate later, and a
+delete of many rows rewrites each page once (SD-card wear; see bench/disk_writes.py)."""
 ACK_FLUSH_COUNT = 2000
 EXPIRE_INTERVAL = 60.0
 IDLE_WAKE = 1.0
 """The writer goes round its loop at least this often, so that its heartbeat shows it is alive."""
 MAX_BATCH = 2000
 """Events per transaction at most: a burst costs one fsync per this many."""
-STORAGE_RETRY_MIN, STORAGE_RETRY_MAX = 0.5, 30.0
+STORAGE_RETRY_MIN, STORAGE_RETRY_MAX = 0.5, 10.0
 """Backoff between attempts to write to a buffer that could not be written."""
 ROOM_POLL = 0.01
 
@@ -233,14 +234,14 @@ class Pipeline:
             self.writer_beat.beat()
             with self._wakeup:
                 if not self._stopping and not len(self.spill):
-                    self._wakeup.wait(ACK_FLUSH_INTERVAL if self._acks else IDLE_WAKE)
+                    self._wakeup.wait(IDLE_WAKE)
                 stopping = self._stopping
             now = time.monotonic()
             if self.storage_problem is not None and now < retry_at and not stopping:
                 # Still unwritable: deletes (what frees space) go on; events wait in the hold.
                 self._wakeup_wait(min(retry_at - now, IDLE_WAKE))
-                if acks := self._take_acks():
-                    self._free(acks)
+                if (acks := self._take_acks()) and self._free(acks):
+                    retry_at = now  # space was freed: try the held events now
                 continue
             flush = stopping or now - last_ack_flush >= ACK_FLUSH_INTERVAL or \
                 len(self._acks) >= ACK_FLUSH_COUNT
@@ -324,14 +325,18 @@ class Pipeline:
         why = f"hold_full: {self.storage_problem}" if self.storage_problem else "hold_full"
         return self.dropped_event(Dropped(count, None, None, why))
 
-    def _free(self, acks: list[int]) -> None:
+    def _free(self, acks: list[int]) -> bool:
+        """Delete published events while the buffer refuses new ones; True if it worked."""
         try:
             self.buffer.free(acks)
         except StorageUnavailable:
             with self._wakeup:
                 self._acks[:0] = acks  # deletes wait too; losing one only means a duplicate
+            return False
         except Exception:
             log.exception("deleting %d published events failed", len(acks))
+            return False
+        return True
 
     def _expire(self) -> None:
         try:
@@ -345,6 +350,7 @@ class Pipeline:
 
     def _storage_failed(self, err: StorageUnavailable) -> None:
         problem = str(err)
+        log.debug("event buffer: commit refused (%s); %d events held", problem, len(self.spill))
         if problem != self.storage_problem:
             log.error("event buffer %s cannot be written: %s. Events are held in memory (up to "
                       "%d, then the lowest priority goes first) and committed when it can be "
@@ -379,3 +385,10 @@ class Pipeline:
                     listener(env)
                 except Exception:
                     log.exception("event listener failed")
+
+    def reconfigure(self, config: Config) -> None:
+        """Use a reloaded ``config`` from now on: each device's exit (its events' subject) and
+        the settings drivers read as ``context.settings`` (agent/reload.py)."""
+        self._exit_of = {d.id: d.exit for d in config.devices.values()}
+        self.config = config
+        self.settings = config.settings

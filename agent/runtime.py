@@ -14,12 +14,14 @@ from paho.mqtt.properties import Properties
 from agent import __version__
 from agent.buffer import Buffer
 from agent.commands import CommandError, Commands, RateLimit, RequestLimits, parse_request
-from agent.config import Config
+from agent.config import Config, Device
 from agent.context import Context
 from agent.control import ANSWERS_KEY, PROGRESS_KEY, ControlServer
 from agent.driver import ActionError, Driver
 from agent.events import rfc3339
 from agent.files import restrict_modes
+from agent.homeassistant import discovery_messages
+from agent.instance import InstanceLock
 from agent.metrics import Metrics
 from agent.pipeline import Pipeline
 from agent.publisher import Publisher
@@ -50,6 +52,8 @@ class Agent:
         control socket, metrics, schedule or lifecycle events."""
         settings = config.settings
         self.started_at = time.time()
+        self.instance = InstanceLock(settings.agent.data_dir,
+                                     role="agent run" if service else "agent selftest")
         self.buffer = Buffer(
             settings.agent.data_dir / "buffer.db",
             max_bytes=settings.buffer.max_bytes,
@@ -64,20 +68,14 @@ class Agent:
         self.commands.register("action", self._action_command)
         self.commands.register("sim", self._sim_command)
         self.commands.register("selftest", self._selftest_command)
-        self.publisher = Publisher(
-            settings.mqtt, settings.agent.store_id, self.buffer,
-            ack=self.pipeline.ack, on_request=self._on_mqtt_request,
-        )
-        self.pipeline.on_commit = self.publisher.wake
-        self.publisher.on_connected = lambda: self._in_loop(self.publish_status)
+        self._metrics: Metrics | None = None
+        self.publisher = self._new_publisher()
         self.pipeline.on_state = lambda dev, state: self.publisher.retain(
             self.publisher.topics.state(dev), state
         )
         self.marks = TestMarks()
-        context = Context(self.pipeline, self.marks)
-        self.drivers: list[Driver] = [
-            dev.driver(dev.id, dev.config, context) for dev in config.devices.values()
-        ]
+        self._context = Context(self.pipeline, self.marks)
+        self.drivers: list[Driver] = [self.new_driver(dev) for dev in config.devices.values()]
         self.supervisor = Supervisor(self.drivers)
         limits = settings.limits
         self.control = ControlServer(
@@ -93,12 +91,36 @@ class Agent:
                                             limits.request_max_depth)
         self.request_rate = RateLimit(limits.requests_per_minute)
         self._rate_logged = 0.0
-        self._lifecycle = {"version": __version__, "config_hash": config.hash}
         self._stop = asyncio.Event()
+        self._stopping = False
+        self._started = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._reloads: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._metrics: Metrics | None = None
         self._watch: ServiceWatch | None = None
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _new_publisher(self) -> Publisher:
+        """A publisher for ``[mqtt]`` of the current config, wired to the pipeline."""
+        settings = self.config.settings
+        publisher = Publisher(
+            settings.mqtt, settings.agent.store_id, self.buffer,
+            ack=self.pipeline.ack, on_request=self._on_mqtt_request,
+        )
+        self.pipeline.on_commit = publisher.wake
+        publisher.on_connected = lambda: self._in_loop(self.publish_status)
+        if self._metrics is not None:
+            publisher.observe_latency = self._metrics.latency.observe
+        return publisher
+
+    def new_driver(self, device: Device) -> Driver:
+        """The driver object of one configured device (not started)."""
+        return device.driver(device.id, device.config, self._context)
+
+    @property
+    def _lifecycle(self) -> dict[str, Any]:
+        """``agent.started`` and ``agent.stopping`` data."""
+        return {"version": __version__, "config_hash": self.config.hash}
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -115,16 +137,75 @@ class Agent:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         await self.start()
         await self._stop.wait()
         await self.stop()
         return 0
 
+    def request_reload(self) -> None:
+        """SIGHUP (``systemctl reload``): read the config file again and apply what changed
+        (agent/reload.py). Reloads run one after the other; none starts once stopping."""
+        if self._stopping:
+            log.warning("SIGHUP ignored: the agent is stopping")
+            return
+        task = asyncio.get_running_loop().create_task(self._reload(), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload(self) -> None:
+        from agent.reload import reload
+
+        await self._started.wait()  # a SIGHUP during start-up applies once everything runs
+        async with self._reload_lock:
+            if self._stopping:
+                return
+            try:
+                await reload(self)
+            except Exception:
+                log.exception("reloading the configuration failed; the agent runs on")
+
+    def replace_publisher(self) -> None:
+        """``[mqtt]`` changed: disconnect from the broker and connect anew with the new section.
+        Events the old connection had not had acknowledged are sent again (same ids).
+
+        Blocks the event loop while the old publisher stops (a few seconds at most) on purpose:
+        the watchdog's progress check must never look at its stopped threads.
+        """
+        self.publisher.stop()
+        self.publisher = self._new_publisher()
+        for drv in self.drivers:
+            self.publisher.retain(self.publisher.topics.state(drv.device_id), drv.state)
+        for name, report in self.selftests.last.items():
+            self.publisher.retain(self.publisher.topics.selftest(name), report)
+        self.publisher.start()
+
+    def restart_schedule(self) -> None:
+        """``[exits]`` changed: schedule the exits' self-tests anew (postponements are reset)."""
+        self.schedule.stop()
+        self.guard.reconfigure(self.config.settings)
+        self.schedule = SelftestSchedule(self.selftests, self.guard, self.config.exits)
+        if self.service:
+            self.schedule.start()
+
+    def restart_metrics(self) -> None:
+        """``[metrics]`` changed: serve on the new address, or stop serving."""
+        if self._metrics is not None:
+            self._metrics.stop()
+        self._metrics = Metrics.start_for(self) if self.service else None
+
     async def start(self) -> None:
-        """Open the buffer, connect, start the drivers; as the service (``service=True``) also
-        the control socket, metrics, systemd notification, the schedule and lifecycle events."""
+        """Lock the data_dir, open the buffer, connect, start the drivers; as the service
+        (``service=True``) also the control socket, metrics, systemd notification, the schedule
+        and lifecycle events.
+
+        Raises:
+            InstanceLocked: another agent (or in-process self-test) runs on this data_dir;
+                nothing was started.
+        """
         self._loop = asyncio.get_running_loop()
         settings = self.config.settings
+        self.instance.acquire()
         self.pipeline.start()  # opens the buffer
         try:
             restrict_modes(self.buffer.path)
@@ -142,6 +223,8 @@ class Agent:
                 log.error("control socket %s unavailable (agent status and selftest cannot "
                           "reach this agent): %s", settings.agent.control_socket, err)
             self.pipeline.emit_agent("agent.started", self._lifecycle)
+            for topic, config in discovery_messages(self.config):  # [homeassistant]
+                self.publisher.retain(topic, config)
         self.supervisor.start()
         log.info(
             "agent %s %s: store %s, %d devices, buffer %s (%d events waiting)",
@@ -156,6 +239,7 @@ class Agent:
             self._watch.start()
             self._tasks = [asyncio.create_task(self._status_loop(), name="status"),
                            asyncio.create_task(self._clock_loop(), name="clock")]
+        self._started.set()
 
     async def wait_online(self, devices: set[str], timeout: float) -> bool:
         """Wait until every driver of ``devices`` reports online (or ``timeout``)."""
@@ -169,6 +253,9 @@ class Agent:
     async def stop(self) -> None:
         """Stop drivers, flush to the broker for ``shutdown_flush``, close the buffer."""
         settings = self.config.settings
+        self._stopping = True
+        async with self._reload_lock:  # a reload under way finishes first
+            pass
         log.info("stopping: drivers first, then flushing events to the broker")
         if self._watch is not None:
             self._watch.stop()
@@ -193,6 +280,7 @@ class Agent:
         if self._metrics is not None:
             self._metrics.stop()
         self.buffer.close()
+        self.instance.release()
         log.info("stopped")
 
     async def _status_loop(self) -> None:
@@ -221,7 +309,7 @@ class Agent:
             "storeid": self.config.settings.agent.store_id,
             "bootid": self.pipeline.bootid,
             "config_hash": self.config.hash,
-            "started": self.started_at,
+            "started": rfc3339(self.started_at),
             "uptime_s": round(time.time() - self.started_at, 1),
             "clocksynced": self.pipeline.clock.synced,
             "broker": {

@@ -8,12 +8,10 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from agent.events import PRIORITY_ALARM, PRIORITY_TELEMETRY
+from agent.events import PRIORITIES
 
 if TYPE_CHECKING:
     from agent.buffer import Pending
-
-PRIORITIES = range(PRIORITY_TELEMETRY, PRIORITY_ALARM + 1)
 
 
 class Spill:

@@ -27,8 +27,8 @@ _OS_WRITE_FAULTS = {
 }
 
 
-MARGIN = 256 * 1024
-"""Free space the reserve leaves beside it when it is made."""
+MARGIN = 1024 * 1024
+"""Free space the reserve leaves beside it when it is made (room for the write-ahead log)."""
 
 
 class StorageUnavailable(Exception):
@@ -61,8 +61,8 @@ class Reserve:
 
     Deleting published events is what frees space, and a delete needs room in the write-ahead
     log (and a checkpoint room in the database): the reserve is that room. It is released for
-    deletes only; new events are committed only while it is in place, so a full disk always
-    leaves the room to recover.
+    deletes only; new events are committed only while it is in place or the database has as
+    much in free pages to reuse, so a full disk always leaves the room to recover.
     """
 
     def __init__(self, path: Path, size: int) -> None:

@@ -29,10 +29,37 @@ class Supervisor:
         self.finished: set[str] = set()
 
     def start(self) -> None:
-        for device_id, driver in self.drivers.items():
-            self._tasks[device_id] = asyncio.create_task(
-                self._keep_running(driver), name=f"driver:{device_id}"
-            )
+        for driver in self.drivers.values():
+            self._start(driver)
+
+    def _start(self, driver: Driver) -> None:
+        self._tasks[driver.device_id] = asyncio.create_task(
+            self._keep_running(driver), name=f"driver:{driver.device_id}"
+        )
+
+    def add(self, driver: Driver) -> None:
+        """Supervise one more driver (a device added or changed by a reload) and start it."""
+        device_id = driver.device_id
+        if device_id in self._tasks:
+            raise ValueError(f"device {device_id!r} is already supervised")
+        self.drivers[device_id] = driver
+        self.restarts[device_id] = 0
+        self.finished.discard(device_id)
+        self._start(driver)
+
+    async def remove(self, device_id: str) -> Driver:
+        """Stop one driver (as ``stop()`` does) and forget it; return it.
+
+        Raises:
+            KeyError: no such device.
+        """
+        driver = self.drivers.pop(device_id)
+        self.restarts.pop(device_id, None)
+        self.finished.discard(device_id)
+        task = self._tasks.pop(device_id, None)
+        if task is not None:
+            await self._cancel([task])
+        return driver
 
     async def _keep_running(self, driver: Driver) -> None:
         backoff = Backoff(initial=self._restart[0], cap=self._restart[1])
@@ -68,11 +95,15 @@ class Supervisor:
 
     async def stop(self) -> None:
         """Cancel every driver and wait up to ``STOP_GRACE`` seconds for them."""
-        for task in self._tasks.values():
+        await self._cancel(list(self._tasks.values()))
+
+    @staticmethod
+    async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+        for task in tasks:
             task.cancel()
-        if not self._tasks:
+        if not tasks:
             return
-        done, pending = await asyncio.wait(self._tasks.values(), timeout=STOP_GRACE)
+        done, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
         for task in pending:
             log.warning("driver task %s did not stop within %.0f s", task.get_name(), STOP_GRACE)
         for task in done:

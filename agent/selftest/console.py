@@ -89,11 +89,14 @@ class ConsoleOperator:
 
 
 def run_in_process(config: Config, exit_name: str | None, walk: bool,
-                   operator: ConsoleOperator) -> list[dict[str, Any]]:
-    """Start the drivers here, run the self-tests, stop; return the reports.
+                   operator: ConsoleOperator, *,
+                   announce: Callable[[], None] = lambda: None) -> list[dict[str, Any]]:
+    """Start the drivers here, run the self-tests, stop; return the reports. ``announce`` is
+    called once this process holds the data_dir, before the drivers start.
 
     Raises:
-        CommandError: no such exit; OSError: the data directory or a device cannot be used.
+        CommandError: no such exit; InstanceLocked: an agent runs on this data_dir;
+        OSError: the data directory or a device cannot be used.
     """
     from agent.runtime import Agent
 
@@ -101,6 +104,8 @@ def run_in_process(config: Config, exit_name: str | None, walk: bool,
     names = agent.selftests.exits(exit_name)
 
     async def main() -> list[dict[str, Any]]:
+        agent.instance.acquire()  # before anything is opened or printed
+        announce()
         await agent.start()
         try:
             devices = {d for n in names for d in config.exits[n].devices().values()}

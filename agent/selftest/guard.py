@@ -43,13 +43,17 @@ class SelftestGuard:
     """Tracks real alarms (fed every committed event) and the starts of runs."""
 
     def __init__(self, settings: Settings) -> None:
+        self.reconfigure(settings)
+        self._real_alarm: dict[str, tuple[float, str]] = {}
+        self._last_start: dict[str, float] = {}
+        self._limited_starts: deque[float] = deque()
+
+    def reconfigure(self, settings: Settings) -> None:
+        """The exits (a reload may change them); what happened so far is kept."""
         self.exits = settings.exits
         self.per_hour = settings.limits.selftests_per_hour
         self._exit_of = {device: name for name, ex in settings.exits.items()
                          for role, device in ex.devices().items() if role in ("eas", "door")}
-        self._real_alarm: dict[str, tuple[float, str]] = {}
-        self._last_start: dict[str, float] = {}
-        self._limited_starts: deque[float] = deque()
 
     def committed(self, env: dict[str, Any]) -> None:
         """Note a real alarm (on the buffer's writer thread; a dict store is atomic)."""
@@ -88,7 +92,8 @@ class SelftestGuard:
             return (f"{name} is in a real alarm ({alarm[1]} at {format_clock(alarm[0])})",
                     alarm[0] + ALARM_QUIET)
         last = self._last_start.get(name)
-        interval = self.exits[name].min_interval
+        spec = self.exits.get(name)
+        interval = spec.min_interval if spec is not None else 0.0
         if trigger in LIMITED and last is not None and now - last < interval:
             return (f"the last self-test of {name} started at {format_clock(last)} and "
                     f"exits.{name}.min_interval is {format_duration(interval)}",

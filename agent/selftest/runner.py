@@ -66,8 +66,13 @@ class Selftests:
         self.running: dict[str, str] = {}
 
     def load(self) -> None:
-        """The last report of each exit, kept across restarts (for ``agent status``)."""
-        for name in self.agent.config.exits:
+        """The last report of each configured exit, kept across restarts and reloads (for
+        ``agent status``); an exit removed by a reload is forgotten."""
+        exits = self.agent.config.exits
+        self.last = {name: report for name, report in self.last.items() if name in exits}
+        for name in exits:
+            if name in self.last:
+                continue
             path = self.dir / f"{name}.json"
             try:
                 self.last[name] = json.loads(path.read_text())

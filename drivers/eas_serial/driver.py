@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import serial
 
 from agent.backoff import Backoff
-from agent.driver import ActionError, Conformance, Driver, HealthCheck
+from agent.driver import ActionError, Conformance, Driver, HealthCheck, timestamp
 from drivers.eas_serial.config import EasSerialConfig
 from drivers.eas_serial.parsing import BadFrame, LineParser, Matched, Unmatched
 
@@ -202,7 +202,7 @@ class EasSerialDriver(Driver):
             return
         fields = {"frames": p.frames, "matched": p.matched, "unmatched": p.unmatched,
                   "bad_frames": p.bad_frames, "last_bad_frame": self._last_bad,
-                  "last_frame_at": self.last_frame_at, "port_open": self.port_open}
+                  "last_frame_at": timestamp(self.last_frame_at), "port_open": self.port_open}
         if any(self.state.get(k) != v for k, v in fields.items()):
             self.update_state(**fields)
 

@@ -12,7 +12,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.framer import FramerType
 
 from agent.backoff import Backoff
-from agent.driver import ActionError, Conformance, Driver, HealthCheck
+from agent.driver import ActionError, Conformance, Driver, HealthCheck, timestamp
 from drivers.modbus.config import PARITY, ModbusConfig
 from drivers.modbus.registers import Block, Tracker, decode, plan_reads
 
@@ -199,12 +199,12 @@ class ModbusDriver(Driver):
                           "wrapped around" if kind == "wrap" else "controller restarted or "
                           "counter reset", delta)
         self.update_state(last_counter_event={"register": entry.name, "kind": kind,
-                                              "counted": delta, "at": time.time()})
+                                              "counted": delta, "at": timestamp(time.time())})
 
     def _publish_values(self) -> None:
         values = {r.name: t.value for r, t in zip(self.config.registers, self.trackers,
                                                   strict=True)}
-        self.update_state(values=values, polls=self.polls, last_poll_at=self.last_poll_at)
+        self.update_state(values=values, polls=self.polls, last_poll_at=timestamp(self.last_poll_at))
 
     async def health(self) -> list[HealthCheck]:
         age = None if self.last_poll_at is None else time.time() - self.last_poll_at

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agent.backoff import Backoff
-from agent.driver import ActionError, Conformance, Driver, HealthCheck
+from agent.driver import ActionError, Conformance, Driver, HealthCheck, timestamp
 from agent.units import format_clock
 from drivers.onvif.config import OnvifConfig
 from drivers.onvif.mapping import EventMapper, parse_bool
@@ -151,7 +151,7 @@ class OnvifDriver(Driver):
                           cam.info.get("Manufacturer", "?"), cam.info.get("Model", "?"), host,
                           port, cam.address)
             self._publish(force=True, device=cam.info, last_error=None,
-                          subscription={"address": cam.address, "terminates": cam.terminates})
+                          subscription={"address": cam.address, "terminates": timestamp(cam.terminates)})
             await self._pull_loop(cam, on_live)
         except asyncio.CancelledError:
             if cfg.unsubscribe_on_stop and self.camera is cam:
@@ -224,7 +224,7 @@ class OnvifDriver(Driver):
                     self.counts["camera_time_unusable"] += 1
                 self.emit(mapped.type, mapped.data, time=when)
                 self.counts["events"] += 1
-            self._publish(subscription={"address": cam.address, "terminates": cam.terminates})
+            self._publish(subscription={"address": cam.address, "terminates": timestamp(cam.terminates)})
 
     def _lost(self, reason: str, detail: str) -> None:
         self.set_offline(reason)
@@ -255,7 +255,7 @@ class OnvifDriver(Driver):
         self._last_state = now
         unmapped = dict(self.mapper.unmapped.most_common(20))
         self.update_state(**fields, counts=dict(self.counts), unmapped_topics=unmapped,
-                          last_pull=self._last_pull_ok)
+                          last_pull=timestamp(self._last_pull_ok))
 
     # -- snapshots ----------------------------------------------------------------------------
 

@@ -53,8 +53,8 @@ def test_schema_is_json_with_every_type(tmp_path):
     out = subprocess.run([AGENT_BIN, "schema"], capture_output=True, text=True, check=True).stdout
     schema = json.loads(out)
     assert {"eas.alarm", "door.forced", "selftest.step", "agent.events_dropped"} <= set(
-        schema["data"])
-    assert schema["envelope"]["properties"]["seq"]["minimum"] == 1
+        schema["$defs"])
+    assert schema["properties"]["seq"]["minimum"] == 1
 
 
 def test_status_of_a_running_agent_and_exit_3_when_not_running(tmp_path, broker, agents):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from support import AgentProcess, Broker, Subscriber, agent_config, wait_until, write_jsonl
 
-WAL_HEADER, FRAME_HEADER, PAGE = 32, 24, 4096
+WAL_HEADER, FRAME_HEADER = 32, 24
 
 
 @pytest.fixture
@@ -130,26 +130,35 @@ def _buffer_with_backlog(tmp_path: Path, broker: Broker, agents: list, count: in
     """An agent that committed ``count`` replayed events while the broker is down, then was
     killed with -9; returns it and the highest seq it committed."""
     rec = write_jsonl(tmp_path / "rec.jsonl", [{"type": "door.opened", "data": {}}])
-    cfg = agent_config(tmp_path, broker, {"replay1": {
-        "driver": "replay", "file": str(rec), "rate": 0, "loop": True, "count": count}},
+    # A burst, then a trickle of one-event commits: the last commits are still in the WAL,
+    # not yet checkpointed into the database, as in a store between two checkpoints.
+    cfg = agent_config(tmp_path, broker, {
+        "replay1": {"driver": "replay", "file": str(rec), "rate": 0, "loop": True,
+                    "count": count},
+        "trickle": {"driver": "replay", "file": str(rec), "rate": 50, "loop": True,
+                    "count": 30, "start_delay": "3s"}},
         buffer=buffer)
     agent = AgentProcess(tmp_path / "a", cfg)
     agents.append(agent)
     broker.stop()
     agent.start()
-    wait_until(lambda: "driver finished" in agent.output(), 30, "the replay to finish")
+    wait_until(lambda: agent.output().count("driver finished") == 2, 30, "the replays to finish")
     status = json.loads(agent.run_cli("status", "--json").stdout)
     high = status["buffer"]["next_seq"] - 1
-    assert high >= count + 1  # agent.started, the replay, device.online
+    assert high >= count + 31  # agent.started, the replays, device.online
     agent.kill()
     return agent, high
 
 
+def page_size(wal: bytes) -> int:
+    return int.from_bytes(wal[8:12], "big")
+
+
 def _frames(wal: bytes) -> list[int]:
     """Offsets of the WAL's live frames (those with the header's salts)."""
-    salts = wal[16:24]
+    salts, page = wal[16:24], page_size(wal)
     out = []
-    for off in range(WAL_HEADER, len(wal) - FRAME_HEADER - PAGE + 1, FRAME_HEADER + PAGE):
+    for off in range(WAL_HEADER, len(wal) - FRAME_HEADER - page + 1, FRAME_HEADER + page):
         if wal[off + 8:off + 16] != salts:
             break
         out.append(off)
@@ -170,16 +179,16 @@ def _readable_after(data: Path, wal: bytes, scratch: Path) -> int:
 
 
 def garble_live_wal(data: Path, high: int, scratch: Path) -> int:
-    """Overwrite 4 KiB (one page) of a live WAL frame so that SQLite drops committed events
+    """Overwrite one page of a live WAL frame so that SQLite drops committed events
     (frames from the damage on are discarded, and not all of them were checkpointed yet);
     returns the highest seq still readable. SQLite, on a copy, says which frame does that."""
     path = data / "buffer.db-wal"
     wal = path.read_bytes()
-    frames = _frames(wal)
+    frames, page = _frames(wal), page_size(wal)
     assert len(frames) > 8, "the events should still be in the write-ahead log"
-    for off in frames[len(frames) // 2:]:
+    for off in frames:
         damaged = bytearray(wal)
-        damaged[off + FRAME_HEADER:off + FRAME_HEADER + PAGE] = os.urandom(PAGE)
+        damaged[off + FRAME_HEADER:off + FRAME_HEADER + page] = os.urandom(page)
         readable = _readable_after(data, bytes(damaged), scratch)
         if readable < high:
             path.write_bytes(bytes(damaged))
@@ -194,7 +203,8 @@ def _restart_and_collect(agent: AgentProcess, broker: Broker) -> tuple[list[dict
         agent.start()
         wait_until(lambda: any(e["type"] == "agent.started" and e["seq"] > 1
                                for e in sub.events()), 20, "the restarted agent")
-        wait_until(lambda: "driver finished" in agent.output(), 30, "the replay to finish")
+        wait_until(lambda: agent.output().count("driver finished") == 2, 30,
+                   "the replays to finish")
         assert agent.stop() == 0
         sub.sync()
         return sub.events(), agent.output()
@@ -231,9 +241,10 @@ def test_a_power_cut_that_loses_the_wal_tail_is_announced(tmp_path, agents):
     broker = Broker(tmp_path / "broker").start()
     agent, high = _buffer_with_backlog(tmp_path, broker, agents, 3000, synchronous="normal")
     wal = tmp_path / "data" / "buffer.db-wal"
-    frames = (wal.stat().st_size - WAL_HEADER) // (FRAME_HEADER + PAGE)
+    frames = _frames(wal.read_bytes())
+    assert len(frames) > 8, "the events should still be in the write-ahead log"
     with wal.open("r+b") as fh:
-        fh.truncate(WAL_HEADER + (frames // 3) * (FRAME_HEADER + PAGE))
+        fh.truncate(frames[len(frames) // 3])
     mark = tmp_path / "data" / "buffer.db.mark"
     _, state, _ = mark.read_text().split()
     assert state == "run"

@@ -80,6 +80,8 @@ def test_hardening_keeps_serial_gpio_and_network_usable():
     # lgpio makes its notification pipes in the working directory: it must be writable
     assert directives["WorkingDirectory"] == ["/var/lib/store-edge-agent"]
     assert "WatchdogSec" in directives
+    # systemctl reload: SIGHUP, which the agent takes as "read the config file again"
+    assert directives["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     # agent/clock.py reads the kernel's NTP state with adjtimex (ProtectClock= would deny it)
     allowed = {call for v in directives["SystemCallFilter"] if not v.startswith("~")
                for call in v.split()}
