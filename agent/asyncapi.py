@@ -128,11 +128,15 @@ class Request(_Open):
 
 
 class Response(_Open):
-    """``agent/response/<command>``, or the request's MQTT 5 Response Topic."""
+    """``agent/response/<command>``, or the request's MQTT 5 Response Topic when it is under
+    ``agent/response/`` (another one gets an error on the default topic)."""
 
-    id: str | None = Field(description="the request's id; null when it had none")
+    id: str | None = Field(description="the request's id; null when it had none or it was "
+                           "refused unread (too large, too deep, an id too long)")
     status: Literal["ok", "error"]
     error: str | None = Field(default=None, description="what was wrong (status error)")
+    retry_at: str | None = Field(default=None, description="a refused self-test: when the "
+                                 "next is allowed (RFC 3339)")
 
 
 PAYLOADS: tuple[type[BaseModel], ...] = (DeviceState, Status, SelftestReport, Request, Response)
@@ -245,7 +249,8 @@ def asyncapi_document() -> dict[str, Any]:
                     "channel": {"$ref": "#/channels/response"},
                     "address": {"location": "$message.header#/responseTopic",
                                 "description": "MQTT 5 Response Topic of the request when it "
-                                               "has one, else agent/response/<command>"},
+                                               "has one under agent/response/, else "
+                                               "agent/response/<command>"},
                 },
             },
         },
