@@ -51,3 +51,18 @@ def test_snapshot_uris_are_pinned_to_the_camera(uri, pinned):
 def test_snapshot_uris_elsewhere_are_refused(uri, message):
     with pytest.raises(FetchRefused, match=message.replace("(", r"\(").replace(")", r"\)")):
         pin_uri(uri, "10.1.2.3", 8080)
+
+
+def test_a_reload_keeps_the_limits_the_agent_started_with(tmp_path):
+    from agent.config import load_config
+    from agent.reload import diff, effective
+    from agent.testing import write_config
+
+    def config(name: str, **limits: object):
+        return load_config(write_config(tmp_path / f"{name}.toml", {
+            "agent": {"store_id": "t1", "data_dir": str(tmp_path / "data")},
+            "limits": limits}))
+
+    old, new = config("old"), config("new", requests_per_minute=6000)
+    assert diff(old, new).restart_only == {"limits.requests_per_minute": (60, 6000)}
+    assert effective(old, new).settings.limits.requests_per_minute == 60
