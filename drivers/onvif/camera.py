@@ -282,8 +282,8 @@ class Camera:
 
     async def close(self) -> None:
         """Close every HTTP session (never sends Unsubscribe)."""
+        closing = [self.device.close(), *(s.close() for s in (self._http, self._soap_http)
+                                          if s is not None)]
         with contextlib.suppress(TimeoutError, ClientError, OSError, RuntimeError):
-            for session in (self._http, self._soap_http):
-                if session is not None:
-                    await asyncio.wait_for(session.close(), 0.5)
-            await asyncio.wait_for(self.device.close(), 0.5)  # within the 2 s stop budget
+            # together, in 0.5 s: within the 2 s stop budget
+            await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), 0.5)
