@@ -105,11 +105,14 @@ class ControlServer:
             activity = _Activity()
             try:
                 request = self._parse(line)
+                started, command = time.monotonic(), request.pop("command")
+                log.debug("control request %s %s", command,
+                          json.dumps(request, default=str)[:300])
                 progress: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
                 answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
                 request[PROGRESS_KEY] = progress
                 request[ANSWERS_KEY] = answers
-                task = asyncio.create_task(self.commands.call(request.pop("command"), request))
+                task = asyncio.create_task(self.commands.call(command, request))
                 activity.touch()
                 listener = asyncio.create_task(_listen(reader, answers, task, activity))
                 watchdog = asyncio.create_task(_idle_watch(task, activity, self.idle))
@@ -119,8 +122,13 @@ class ControlServer:
                     listener.cancel()
                     watchdog.cancel()
                 reply = {"status": "ok", **task.result()}
+                log.debug("control request %s answered ok in %.0f ms", command,
+                          (time.monotonic() - started) * 1000)
+            except ConnectionError:
+                raise  # the client went away: nobody to answer (the command was cancelled)
             except (CommandError, json.JSONDecodeError, UnicodeDecodeError) as err:
                 reply = {"status": "error", "error": str(err)}
+                log.debug("control request refused: %s", err)
             except asyncio.CancelledError:
                 if activity.timed_out:
                     reply = {"status": "error", "error": "nothing sent either way for "
@@ -188,14 +196,18 @@ async def _idle_watch(task: asyncio.Task[dict[str, Any]], activity: _Activity,
 
 async def _listen(reader: asyncio.StreamReader, answers: asyncio.Queue[dict[str, Any]],
                   task: asyncio.Task[dict[str, Any]], activity: _Activity) -> None:
-    """Queue each JSON object line the client sends while its command runs; a client that goes
-    away (Ctrl-C, lost session) cancels the command: a walk test nobody watches must end."""
+    """Queue each JSON object line the client sends while its command runs. ``{"cancel":
+    true}`` (the technician's Ctrl-C) cancels the command and the client still gets its reply;
+    a client that goes away (lost session) cancels it too: a walk test nobody watches must end."""
     with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ValueError):
         while line := await reader.readline():
             activity.touch()
             with contextlib.suppress(ValueError):
                 message = json.loads(line)
-                if isinstance(message, dict):
+                if isinstance(message, dict) and message.get("cancel") is True:
+                    log.info("control client asked to stop its command")
+                    task.cancel()
+                elif isinstance(message, dict):
                     await answers.put(message)
     if not task.done():
         log.info("control client went away: cancelling its command")

@@ -27,6 +27,8 @@ from paho.mqtt.properties import Properties
 from agent.testing import write_config
 
 AGENT_BIN = str(Path(sys.executable).with_name("agent"))
+MOSQUITTO = shutil.which("mosquitto", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+"""Debian installs it in /usr/sbin, which is not on a normal user's PATH."""
 
 
 def free_port() -> int:
@@ -60,7 +62,7 @@ class Broker:
 
     def __init__(self, workdir: Path, *, password: dict[str, str] | None = None,
                  tls: dict[str, Any] | None = None, persistence: bool = False) -> None:
-        if shutil.which("mosquitto") is None:
+        if MOSQUITTO is None:
             raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -95,7 +97,7 @@ class Broker:
 
     def start(self) -> Broker:
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=log,
+            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log,
                                          stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

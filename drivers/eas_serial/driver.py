@@ -76,6 +76,7 @@ class EasSerialDriver(Driver):
         self.update_state(port=port, simulated=cfg.simulate)
         try:
             while True:
+                self.log.debug("opening %s", port)
                 try:
                     ser = await asyncio.to_thread(self._open, port)
                 except (serial.SerialException, OSError, ValueError) as err:

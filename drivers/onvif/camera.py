@@ -27,6 +27,8 @@ T = TypeVar("T")
 
 UNREACHABLE, AUTH, LOST, PROTOCOL = "unreachable", "auth", "subscription lost", "protocol"
 PULLPOINT_NS = "http://www.onvif.org/ver10/events/wsdl/PullPointSubscription"
+CREATE_GRACE = 0.3
+"""Seconds a cancelled service creation may still take (within the driver's 2 s stop budget)."""
 
 
 def _load_onvif() -> Any:
@@ -139,6 +141,20 @@ class Camera:
         self._subscription: Any = None
         self._pullpoint: Any = None
 
+    async def _create(self, awaitable: Awaitable[T]) -> T:
+        """A library call that creates a service. The library opens the service's HTTP session
+        before its ``setup()`` and forgets it when ``setup()`` is cancelled ("Unclosed client
+        session" at exit): on cancellation, let the creation finish (briefly) so that
+        ``close()`` finds and closes the session."""
+        task = asyncio.ensure_future(awaitable)
+        try:
+            return await self._call(asyncio.shield(task))
+        except asyncio.CancelledError:
+            await asyncio.wait({task}, timeout=CREATE_GRACE)
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: nobody needs it now
+            raise
+
     async def _call(self, awaitable: Awaitable[T], *, timeout: float | None = None,
                     fault_reason: str = PROTOCOL) -> T:
         try:
@@ -150,7 +166,7 @@ class Camera:
 
     async def _service(self, created: Awaitable[T]) -> T:
         """A service of the camera whose answers are read through our bounded session."""
-        service = await self._call(created)
+        service = await self._create(created)
         service.transport.session = self._soap_http  # type: ignore[attr-defined]
         return service
 
@@ -181,7 +197,7 @@ class Camera:
         # The library measures the offset again (whole seconds) inside update_xaddrs when
         # adjust_time is on; with a garbage camera clock there is nothing to adjust to.
         self.device.adjust_time = offset is not None
-        await self._call(self.device.update_xaddrs())
+        await self._create(self.device.update_xaddrs())
         if offset is not None:
             self.device.dt_diff = dt.timedelta(seconds=offset)  # services created from now on
         devicemgmt = await self._service(self.device.create_devicemgmt_service())

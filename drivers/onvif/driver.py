@@ -121,7 +121,7 @@ class OnvifDriver(Driver):
                 await asyncio.wait({worker}, timeout=0.3)
             if self.fake is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.fake.stop(), 1.0)
+                    await asyncio.wait_for(self.fake.stop(), 0.5)  # the 2 s stop budget
                 self.fake = None
 
     async def _session(self, host: str, port: int, username: str, *,
@@ -139,6 +139,7 @@ class OnvifDriver(Driver):
         cam = Camera(host, port, username, await self._password(),
                      request_timeout=cfg.request_timeout, lifetime=cfg.subscription_lifetime,
                      xml_max_bytes=int(cfg.xml_max_bytes))
+        self.log.debug("connecting to camera %s:%s as %r", host, port, username or "(anonymous)")
         try:
             await cam.connect(want_profiles=bool(cfg.snapshot_on))
             self._clock(cam.offset)
