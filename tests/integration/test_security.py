@@ -157,6 +157,13 @@ def test_requests_over_the_rate_limit_are_dropped_unanswered(tmp_path, broker, s
     assert agent.stop() == 0
 
 
+def pedestal_at_rest(subscriber) -> None:
+    """Wait until exit1's simulated pedestal input is inactive again (its 200 ms pulse ended):
+    a pulse while it is still active is no new edge, no alarm."""
+    wait_until(lambda: json.loads(subscriber.payloads("retail/t1/state/exit1-eas")[-1])
+               .get("active") is False, 5, "the pedestal input at rest")
+
+
 def peak_rss_mib(agent: AgentProcess) -> float:
     """The agent process's peak resident memory (VmHWM), MiB."""
     status = Path(f"/proc/{agent.proc.pid}/status").read_text()
@@ -181,9 +188,7 @@ def test_a_hostile_camera_cannot_wipe_evidence_redirect_or_collect_the_login(
             alarms = len(subscriber.events("eas.alarm"))
             assert agent.run_cli("sim", "gpio", "exit1-eas", "pulse").returncode == 0
             subscriber.wait_events(alarms + 1, "eas.alarm")
-            # the 200 ms pulse released: the next one is a new edge
-            wait_until(lambda: json.loads(subscriber.payloads("retail/t1/state/exit1-eas")[-1])
-                       .get("active") is False, 5, "the pedestal input at rest")
+            pedestal_at_rest(subscriber)
             if then_logged:
                 wait_until(lambda: then_logged in agent.output(), 15, then_logged)
 
@@ -351,6 +356,7 @@ def test_a_real_alarm_between_walk_passes_is_not_a_test(tmp_path, broker, subscr
             assert agent.run_cli("sim", "gpio", "exit1-eas", "pulse").returncode == 0
         elif "Open the exit door" in line:
             # no pass is open now: an alarm at the pedestal is someone else walking out
+            pedestal_at_rest(subscriber)
             assert agent.run_cli("sim", "gpio", "exit1-eas", "pulse").returncode == 0
             subscriber.wait_events(5, "eas.alarm")
             assert agent.run_cli("sim", "gpio", "exit1-door", "open").returncode == 0
