@@ -14,7 +14,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
-from agent.config import Config, LimitsSection, load_config
+from agent.config import Config, LimitsSection, check_host, load_config
 from agent.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -27,9 +27,11 @@ log = logging.getLogger(__name__)
 
 RESTART_ONLY = {"agent": ("store_id", "data_dir", "control_socket"),
                 "buffer": ("synchronous", "hold_max", "reserve"),
+                "web": ("listen", "url", "cert_file", "key_file", "session_ttl", "max_pages"),
                 "limits": tuple(LimitsSection.model_fields)}
 """Keys a running agent cannot change: its identity, its files, how the buffer was opened and
-sized its hold and disk reserve, the bounds its request and socket handling started with."""
+sized its hold and disk reserve; the web page's server and its sessions; the bounds its request
+and socket handling started with."""
 SECTIONS = ("agent", "gpio", "mqtt", "buffer", "metrics")
 """Sections compared as a whole; ``devices`` and ``exits`` are compared table by table."""
 REMOVED = "removed from the configuration"
@@ -96,6 +98,9 @@ async def reload(agent: Agent) -> Changes | None:
     log.info("SIGHUP: reloading the configuration from %s", old.path)
     try:
         new = await asyncio.to_thread(load_config, old.path)
+        # and what this machine lacks for it, as `agent config check` and `agent run` ask
+        for warning in await asyncio.to_thread(check_host, new):
+            log.warning("%s", warning)
     except ConfigError as err:
         log.error("configuration reload refused: the agent runs on with the configuration it "
                   "has (hash %s); what `agent config check` says:", old.hash)

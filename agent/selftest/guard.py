@@ -27,7 +27,8 @@ ALARM_QUIET = 60.0
 """Seconds after a real alarm at an exit during which no self-test starts there."""
 REAL_ALARMS = ("eas.alarm", "door.forced")
 LIMITED = ("remote", "schedule")
-"""Triggers that are rate-limited; a technician at the control socket (``cli``) is not."""
+"""Triggers that are rate-limited; a technician at the control socket (``cli``) or a paired
+operator on the web page (``web``) is not."""
 HOUR = 3600.0
 
 
