@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from agent.credentials import EXPIRY_WARNING_DAYS
 from agent.units import format_duration, format_size
 
 RATE_WINDOW = 60.0
@@ -60,6 +61,7 @@ def render_status(status: dict[str, Any]) -> str:
         + ("connected" if broker["connected"] else f"DISCONNECTED ({broker['last_error']})")
         + f"  published {broker['published']} ({broker.get('rate_per_s', 0.0):.1f}/s)"
         + f"  reconnects {broker['reconnects']}",
+        *_render_broker_extras(broker),
         f"buffer     {buffer['depth']} events, {format_size(buffer['bytes'])}"
         + (f", oldest {format_duration(buffer['oldest_age_s'])}" if buffer["oldest_age_s"] else "")
         + (f", dropped {buffer['dropped']}" if buffer["dropped"] else ""),
@@ -83,6 +85,21 @@ def render_status(status: dict[str, Any]) -> str:
     lines += _render_selftests(status.get("last_selftest") or {},
                                status.get("selftest_schedule") or {})
     return "\n".join(lines)
+
+
+def _render_broker_extras(broker: dict[str, Any]) -> list[str]:
+    """Failover (a broker other than the preferred one) and the client certificate's expiry."""
+    lines = []
+    brokers = broker.get("brokers") or []
+    if len(brokers) > 1 and broker["host"] != brokers[0]:
+        lines.append(f"           failed over: on {broker['host']}, preferred {brokers[0]} "
+                     "(back to it when this connection drops)")
+    days = broker.get("cert_days_left")
+    if days is not None:
+        warn = "EXPIRED" if days < 0 else "EXPIRES SOON" if days < EXPIRY_WARNING_DAYS else ""
+        lines.append(f"           client certificate: {days:.0f} days left" +
+                     (f" ({warn}: replace mqtt.cert_file)" if warn else ""))
+    return lines
 
 
 def _render_selftests(last: dict[str, Any], schedule: dict[str, Any]) -> list[str]:

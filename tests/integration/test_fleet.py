@@ -1,0 +1,120 @@
+"""Fleet behaviour: failover between brokers, credential rotation, per-store ACLs."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import (
+    AgentProcess,
+    Broker,
+    Subscriber,
+    agent_config,
+    metrics_port,
+    wait_until,
+    write_jsonl,
+)
+
+
+def replay_device(tmp: Path, count: int, rate: float) -> dict[str, Any]:
+    rec = write_jsonl(tmp / "rec.jsonl", [
+        {"type": "eas.alarm", "data": {"direction": "out", "level": 2}},
+        {"type": "door.opened", "data": {}},
+    ])
+    return {"replay1": {"driver": "replay", "file": str(rec), "rate": rate, "loop": True,
+                        "count": count}}
+
+
+def replayed_seqs(*subs: Subscriber) -> list[int]:
+    """Every replayed event's seq seen by any of ``subs``, duplicates removed, sorted."""
+    return sorted({e["seq"] for s in subs for e in s.events()
+                   if e["deviceid"] == "replay1" and not e["type"].startswith("device.")})
+
+
+def all_seqs(*subs: Subscriber) -> list[int]:
+    return sorted({e["seq"] for s in subs for e in s.events()})
+
+
+def status_of(agent: AgentProcess) -> dict[str, Any]:
+    result = agent.run_cli("status", "--json")
+    assert result.returncode in (0, 1), result.stderr
+    return json.loads(result.stdout)
+
+
+def ask_status(broker: Broker, request_id: str) -> dict[str, Any]:
+    """A remote `status` request on ``broker``; the agent's response."""
+    requester = Subscriber(broker, "retail/t1/agent/response/#")
+    try:
+        def answered() -> dict[str, Any] | None:
+            requester.client.publish("retail/t1/agent/request/status",
+                                     json.dumps({"id": request_id}), qos=1)
+            replies = [json.loads(p) for p in requester.payloads(
+                "retail/t1/agent/response/status")]
+            return next((r for r in replies if r["id"] == request_id), None)
+
+        return wait_until(answered, 15, f"a response to {request_id}", interval=1.0)
+    finally:
+        requester.close()
+
+
+@pytest.fixture
+def two_brokers(tmp_path: Path):
+    b1 = Broker(tmp_path / "b1").start()
+    b2 = Broker(tmp_path / "b2").start()
+    yield b1, b2
+    b1.stop()
+    b2.stop()
+
+
+def test_failover_to_the_next_broker_and_back_only_when_the_connection_drops(
+        tmp_path, two_brokers, agents):
+    b1, b2 = two_brokers
+    sub1, sub2 = Subscriber(b1, "retail/#"), Subscriber(b2, "retail/#")
+    cfg = agent_config(tmp_path, None, replay_device(tmp_path, 3000, rate=200),
+                       metrics={"listen": "127.0.0.1:0"})
+    del cfg["mqtt"]["host"], cfg["mqtt"]["port"]
+    cfg["mqtt"]["hosts"] = [f"127.0.0.1:{b1.port}", f"127.0.0.1:{b2.port}"]
+    agent = AgentProcess(tmp_path / "a", cfg)
+    agents.append(agent)
+    try:
+        agent.start(wait_connected=True)
+        assert f"connected to broker 127.0.0.1:{b1.port}" in agent.output()
+        wait_until(lambda: len(replayed_seqs(sub1)) >= 300, 20, "events on the preferred broker")
+
+        b1.stop()  # the broker in use goes away mid-stream
+        wait_until(lambda: f"connected to broker 127.0.0.1:{b2.port}" in agent.output(), 15,
+                   "failover to the second broker")
+        status = status_of(agent)
+        assert status["broker"]["host"] == f"127.0.0.1:{b2.port}"
+        assert status["broker"]["brokers"] == cfg["mqtt"]["hosts"]
+        assert f"failed over: on 127.0.0.1:{b2.port}" in agent.run_cli("status").stdout
+        port = metrics_port(agent.output())
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        assert f'store_edge_agent_broker_info{{broker="127.0.0.1:{b2.port}",position="2"}} 1.0' \
+            in text
+        # requests are subscribed again on the new broker
+        assert ask_status(b2, "after-failover")["status"] == "ok"
+
+        # The preferred broker is back: a healthy connection is not torn down for it.
+        b1.start()
+        sub1b = Subscriber(b1, "retail/#")
+        time.sleep(4)
+        assert status_of(agent)["broker"]["host"] == f"127.0.0.1:{b2.port}"
+        wait_until(lambda: len(replayed_seqs(sub1, sub2)) >= 3000, 40, "all 3000 events")
+
+        # ... but when that connection drops, the agent goes back to the preferred one.
+        b2.stop()
+        wait_until(lambda: agent.output().count(f"connected to broker 127.0.0.1:{b1.port}") >= 2,
+                   15, "back to the preferred broker")
+        assert agent.stop() == 0
+        sub1b.sync()
+        seqs = all_seqs(sub1, sub2, sub1b)
+        assert seqs == list(range(1, max(seqs) + 1)), "a seq is missing across the failovers"
+        assert len(replayed_seqs(sub1, sub2, sub1b)) == 3000
+    finally:
+        for s in (sub1, sub2):
+            s.close()
