@@ -314,13 +314,22 @@ def make_tls(directory: Path, *, client: bool = False) -> dict[str, Path]:
         "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext))
     out = {"ca": ca, "cert": cert, "key": key}
     if client:
-        ckey, ccsr, ccert = (directory / n for n in ("client.key", "client.csr", "client.crt"))
-        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ckey), "-out", str(ccsr),
-            "-subj", "/CN=store-0042")
-        run("x509", "-req", "-in", str(ccsr), "-CA", str(ca), "-CAkey", str(ca_key),
-            "-CAcreateserial", "-out", str(ccert), "-days", "2")
+        ccert, ckey = issue_client_cert(directory, "client", days=2)
         out.update(client_cert=ccert, client_key=ckey)
     return out
+
+
+def issue_client_cert(directory: Path, name: str, *, days: int) -> tuple[Path, Path]:
+    """A client certificate and key ``<name>.crt``/``.key`` from ``make_tls``'s CA in
+    ``directory``, valid for ``days``."""
+    ca, ca_key = directory / "ca.crt", directory / "ca.key"
+    key, csr, cert = (directory / f"{name}.{ext}" for ext in ("key", "csr", "crt"))
+    for args in (["req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+                  "-subj", "/CN=store-0042"],
+                 ["x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+                  "-CAcreateserial", "-out", str(cert), "-days", str(days)]):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+    return cert, key
 
 
 class NotifySocket:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -14,6 +18,8 @@ from support import (
     Broker,
     Subscriber,
     agent_config,
+    issue_client_cert,
+    make_tls,
     metrics_port,
     wait_until,
     write_jsonl,
@@ -118,3 +124,78 @@ def test_failover_to_the_next_broker_and_back_only_when_the_connection_drops(
     finally:
         for s in (sub1, sub2):
             s.close()
+
+
+def test_new_client_certificate_on_disk_is_used_without_a_restart_or_a_loss(tmp_path, agents):
+    tls = make_tls(tmp_path / "tls", client=True)  # the client certificate expires in 2 days
+    broker = Broker(tmp_path / "broker", tls={**tls, "require_certificate": True}).start()
+    cert, key = tmp_path / "agent.crt", tmp_path / "agent.key"
+    shutil.copy(tls["client_cert"], cert)
+    shutil.copy(tls["client_key"], key)
+    sub = Subscriber(broker, "retail/#", tls_ca=tls["ca"],
+                     client_cert=(tls["client_cert"], tls["client_key"]))
+    cfg = agent_config(tmp_path, broker, replay_device(tmp_path, 1500, rate=150),
+                       mqtt={"tls": True, "ca_file": str(tls["ca"]), "cert_file": str(cert),
+                             "key_file": str(key)})
+    agent = AgentProcess(tmp_path / "a", cfg)
+    agents.append(agent)
+    try:
+        agent.start(wait_connected=True)
+        assert f"the client certificate {cert} expires in 2 days" in agent.output()
+        assert 1.9 < status_of(agent)["broker"]["cert_days_left"] <= 2
+        assert "client certificate: 2 days left (EXPIRES SOON" in agent.run_cli("status").stdout
+        wait_until(lambda: len(replayed_seqs(sub)) >= 200, 20, "events before the rotation")
+
+        # what a certificate manager does: write the new pair beside, rename over the old one
+        new_cert, new_key = issue_client_cert(tmp_path / "tls", "renewed", days=400)
+        os.replace(new_key, key)
+        os.replace(new_cert, cert)
+        wait_until(lambda: "credential files changed" in agent.output(), 10,
+                   "the agent to notice the new files")
+        wait_until(lambda: (status_of(agent)["broker"]["cert_days_left"] or 0) > 399, 10,
+                   "the renewed certificate in use")
+        wait_until(lambda: len(replayed_seqs(sub)) >= 1500, 30, "all 1500 events")
+        assert agent.stop() == 0
+        sub.sync()
+        seqs = all_seqs(sub)
+        assert seqs == list(range(1, max(seqs) + 1))
+        assert "retrying" not in agent.output(), "the rotation must not look like a failure"
+    finally:
+        sub.close()
+        broker.stop()
+
+
+def test_new_password_file_is_used_within_seconds(tmp_path, agents):
+    broker = Broker(tmp_path / "broker", password={"store-t1": "old-secret",
+                                                   "dashboard": "d"}).start()
+    pwfile = tmp_path / "mqtt-password"
+    pwfile.write_text("old-secret\n")
+    sub = Subscriber(broker, "retail/#", username="dashboard", password="d")
+    cfg = agent_config(tmp_path, broker, replay_device(tmp_path, 1000, rate=100),
+                       mqtt={"username": "store-t1", "password_file": str(pwfile)})
+    agent = AgentProcess(tmp_path / "a", cfg)
+    agents.append(agent)
+    try:
+        agent.start(wait_connected=True)
+        wait_until(lambda: len(replayed_seqs(sub)) >= 100, 20, "events before the rotation")
+        # the broker learns the new password first (existing sessions stay), then the store
+        subprocess.run(["mosquitto_passwd", "-b", str(broker.dir / "passwd"), "store-t1",
+                        "new-secret"], check=True)
+        assert broker.proc is not None
+        broker.proc.send_signal(signal.SIGHUP)
+        tmp = tmp_path / "mqtt-password.new"
+        tmp.write_text("new-secret\n")
+        os.replace(tmp, pwfile)
+        wait_until(lambda: agent.output().count("connected to broker") >= 2, 10,
+                   "a reconnection with the new password")
+        wait_until(lambda: len(replayed_seqs(sub)) >= 1000, 30, "all 1000 events")
+        assert agent.stop() == 0
+        sub.sync()
+        seqs = all_seqs(sub)
+        assert seqs == list(range(1, max(seqs) + 1))
+        out = agent.output()
+        assert "refused the credentials" not in out
+        assert "new-secret" not in out and "old-secret" not in out
+    finally:
+        sub.close()
+        broker.stop()
