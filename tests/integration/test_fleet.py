@@ -45,6 +45,15 @@ def all_seqs(*subs: Subscriber) -> list[int]:
     return sorted({e["seq"] for s in subs for e in s.events()})
 
 
+def stop_and_check_no_gap(agent: AgentProcess, sub: Subscriber, count: int) -> None:
+    """Wait for ``count`` replayed events, stop the agent; every seq arrived, none skipped."""
+    wait_until(lambda: len(replayed_seqs(sub)) >= count, 30, f"all {count} events")
+    assert agent.stop() == 0
+    sub.sync()
+    seqs = all_seqs(sub)
+    assert seqs == list(range(1, max(seqs) + 1)), "a seq is missing"
+
+
 def status_of(agent: AgentProcess) -> dict[str, Any]:
     result = agent.run_cli("status", "--json")
     assert result.returncode in (0, 1), result.stderr
@@ -154,11 +163,7 @@ def test_new_client_certificate_on_disk_is_used_without_a_restart_or_a_loss(tmp_
                    "the agent to notice the new files")
         wait_until(lambda: (status_of(agent)["broker"]["cert_days_left"] or 0) > 399, 10,
                    "the renewed certificate in use")
-        wait_until(lambda: len(replayed_seqs(sub)) >= 1500, 30, "all 1500 events")
-        assert agent.stop() == 0
-        sub.sync()
-        seqs = all_seqs(sub)
-        assert seqs == list(range(1, max(seqs) + 1))
+        stop_and_check_no_gap(agent, sub, 1500)
         assert "retrying" not in agent.output(), "the rotation must not look like a failure"
     finally:
         sub.close()
@@ -188,11 +193,7 @@ def test_new_password_file_is_used_within_seconds(tmp_path, agents):
         os.replace(tmp, pwfile)
         wait_until(lambda: agent.output().count("connected to broker") >= 2, 10,
                    "a reconnection with the new password")
-        wait_until(lambda: len(replayed_seqs(sub)) >= 1000, 30, "all 1000 events")
-        assert agent.stop() == 0
-        sub.sync()
-        seqs = all_seqs(sub)
-        assert seqs == list(range(1, max(seqs) + 1))
+        stop_and_check_no_gap(agent, sub, 1000)
         out = agent.output()
         assert "refused the credentials" not in out
         assert "new-secret" not in out and "old-secret" not in out
