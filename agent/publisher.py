@@ -17,6 +17,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent.acl import EchoProbe, publish_denied, subscribe_denied
 from agent.backoff import FULL, Backoff
 from agent.buffer import Buffer, Row
 from agent.config import MqttSection
@@ -116,6 +117,10 @@ class Publisher:
         self._client: paho.Client | None = None
         self._connected = threading.Event()
         self._refused: str | None = None
+        self._denied: str | None = None  # a publish the broker's access control refused
+        self._refused_mids: list[tuple[int, str]] = []
+        self._probe: EchoProbe | None = None
+        self._subscriptions: dict[int, str] = {}  # mid -> topic, until its SUBACK
         self._acked_mids: list[int] = []
         self._retained: dict[str, bytes] = {}
         self._retained_dirty: set[str] = set()
@@ -131,6 +136,8 @@ class Publisher:
         self.reconnects = 0
         self.inflight = 0
         self.last_error: str | None = None
+        self.refusal: str | None = None
+        """What the broker's access control refused on the current connection, in words."""
         self.connected_since: float | None = None
         self.broker = f"{self.brokers[0][0]}:{self.brokers[0][1]}"
         """HOST:PORT of the broker in use (or being tried), for `agent status` and metrics."""
@@ -203,6 +210,7 @@ class Publisher:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     def _run(self) -> None:
@@ -212,7 +220,7 @@ class Publisher:
         refused_in_round = False
         while not self._stopping.is_set():
             self.beat.beat()
-            self._refused = None
+            self._refused = self._denied = None
             host, port = self.brokers[index]
             self.broker = where = f"{host}:{port}"
             outcome, message, auth = "failed", "", False
@@ -267,6 +275,8 @@ class Publisher:
             return (f"broker {where} refused the credentials of user {user!r}: {self._refused}. "
                     "Check mqtt.username and mqtt.password_file; the file is read again on "
                     "the next attempt"), True
+        if self._denied:
+            return self._denied, True
         if self._refused:
             return f"broker {where} refused the connection: {self._refused}", False
         if outcome == "lost":
@@ -276,6 +286,10 @@ class Publisher:
             hint = " (does it require a TLS client certificate? set mqtt.cert_file and " \
                    "mqtt.key_file)"
         return f"broker {where} closed the connection before accepting it{hint}", False
+
+    def _report_refusal(self, message: str) -> None:
+        self.refusal = message
+        log.error("%s", message)
 
     def _check_certificate(self) -> None:
         """Refresh the client certificate's days left; warn when it expires soon."""
@@ -328,6 +342,11 @@ class Publisher:
             if self.connected:
                 was_connected = True
                 feed.run()
+                if self._denied:
+                    self._close(client, say_offline=False)
+                    return "denied"
+                if self._probe is not None and self._probe.overdue():
+                    self._report_refusal(self._probe.message)
 
     def _close(self, client: paho.Client, *, say_offline: bool = True) -> None:
         """Say ``offline`` (waiting a little for its PUBACK) and disconnect."""
@@ -379,13 +398,23 @@ class Publisher:
         log.info("connected to broker %s", self.broker)
         self.last_error = None
         self.connected_since = time.time()
+        self.refusal = None
+        self._probe = None
+        if self.mqtt.protocol == "3.1.1":  # subscribed before the publish it is to echo
+            self._probe = EchoProbe(self.broker, self.mqtt.username, self.topics.availability)
+            self._subscribe(client, self.topics.availability)
         client.publish(self.topics.availability, b"online", qos=1, retain=True)
         if self._on_request is not None:
-            client.subscribe(self.topics.request("+"), qos=1)
+            self._subscribe(client, self.topics.request("+"))
         with self._handover:
             self._retained_dirty = set(self._retained)
         self._connected.set()
         self.on_connected()
+
+    def _subscribe(self, client: paho.Client, topic: str) -> None:
+        _, mid = client.subscribe(topic, qos=1)
+        if mid is not None:
+            self._subscriptions[mid] = topic
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
@@ -394,10 +423,27 @@ class Publisher:
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any,
                     properties: Any) -> None:
-        if client is self._client:
+        if client is not self._client:
+            return
+        if getattr(reason, "is_failure", False):  # MQTT 5 only: 3.1.1 has no reason codes
+            self._refused_mids.append((mid, f"{reason} (reason code {reason.value})"))
+        else:
             self._acked_mids.append(mid)
 
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any,
+                      properties: Any) -> None:
+        topic = self._subscriptions.pop(mid, "?")
+        for reason in reasons:
+            if reason.is_failure:
+                self._report_refusal(subscribe_denied(
+                    self.broker, self.mqtt.username, topic,
+                    f"{reason} (reason code {reason.value})"))
+
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if message.topic == self.topics.availability:
+            if self._probe is not None:
+                self._probe.saw(bytes(message.payload), bool(message.retain))
+            return
         command = message.topic.rsplit("/", 1)[-1]
         if self._on_request is not None:
             try:
@@ -444,6 +490,14 @@ class _Feed:
     def _take_acks(self) -> list[int]:
         pub = self.pub
         mids, pub._acked_mids = pub._acked_mids, []
+        refused, pub._refused_mids = pub._refused_mids, []
+        for mid, reason in refused:
+            if (entry := self.inflight.pop(mid, None)) is not None and not pub._denied:
+                row = entry[0]
+                pub._denied = publish_denied(
+                    pub.broker, pub.mqtt.username, pub.topics.event(row.device, row.type),
+                    row.seq, reason)
+                pub.refusal = pub._denied  # logged when the connection is closed for it
         acked = []
         now = time.monotonic()
         for mid in mids:

@@ -294,6 +294,7 @@ class Agent:
                 "reconnects": pub.reconnects,
                 "rate_per_s": round(self.publish_rate.rate(pub.published), 2),
                 "last_error": pub.last_error,
+                "refusal": pub.refusal,
             },
             "buffer": {
                 "depth": stats.depth,

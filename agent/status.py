@@ -88,8 +88,11 @@ def render_status(status: dict[str, Any]) -> str:
 
 
 def _render_broker_extras(broker: dict[str, Any]) -> list[str]:
-    """Failover (a broker other than the preferred one) and the client certificate's expiry."""
+    """What the broker's access control refused, failover (a broker other than the preferred
+    one) and the client certificate's expiry."""
     lines = []
+    if broker.get("refusal"):
+        lines.append(f"           REFUSED: {broker['refusal']}")
     brokers = broker.get("brokers") or []
     if len(brokers) > 1 and broker["host"] != brokers[0]:
         lines.append(f"           failed over: on {broker['host']}, preferred {brokers[0]} "

@@ -58,7 +58,9 @@ class Broker:
     """A real mosquitto on a free loopback port, restartable on the same port."""
 
     def __init__(self, workdir: Path, *, password: dict[str, str] | None = None,
-                 tls: dict[str, Any] | None = None, persistence: bool = False) -> None:
+                 tls: dict[str, Any] | None = None, persistence: bool = False,
+                 acl: str | None = None) -> None:
+        """``acl``: the text of a mosquitto ``acl_file``."""
         if shutil.which("mosquitto") is None:
             raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
         self.dir = workdir
@@ -84,6 +86,12 @@ class Broker:
                 subprocess.run(["mosquitto_passwd", "-b", str(pwfile), user, secret], check=True,
                                capture_output=True)
             lines.append(f"password_file {pwfile}")
+        if acl is not None:
+            (self.dir / "acl").write_text(acl)
+            lines.append(f"acl_file {self.dir / 'acl'}")
+            # mosquitto 2.0.11 with max_queued_messages 0 resets an MQTT 5 connection right after
+            # the PUBACK of a denied QoS 1 publish, instead of carrying on
+            lines[lines.index("max_queued_messages 0")] = "max_queued_messages 1000"
         if tls:
             lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}"]
             if tls.get("require_certificate"):

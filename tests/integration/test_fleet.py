@@ -200,3 +200,81 @@ def test_new_password_file_is_used_within_seconds(tmp_path, agents):
     finally:
         sub.close()
         broker.stop()
+
+
+STORE_ACL = """\
+# each store's username is its store_id: it may publish only under its own subtree and read
+# only its requests (and its own availability, which MQTT 3.1.1 agents read back)
+pattern write retail/%u/#
+pattern read retail/%u/agent/request/+
+pattern read retail/%u/agent/availability
+user dashboard
+topic readwrite retail/#
+"""
+
+
+@pytest.fixture
+def acl_broker(tmp_path: Path):
+    broker = Broker(tmp_path / "broker", acl=STORE_ACL,
+                    password={"t1": "s1", "t2": "s2", "dashboard": "d"}).start()
+    (tmp_path / "pw-t1").write_text("s1\n")
+    yield broker
+    broker.stop()
+
+
+def store_agent(tmp_path: Path, broker: Broker, store_id: str, protocol: str) -> AgentProcess:
+    """An agent logged in as user t1 that believes it is ``store_id``."""
+    cfg = agent_config(tmp_path, broker, replay_device(tmp_path, 20, rate=50),
+                       mqtt={"username": "t1", "password_file": str(tmp_path / "pw-t1"),
+                             "protocol": protocol, "auth_retry": "3s"})
+    cfg["agent"]["store_id"] = store_id
+    return AgentProcess(tmp_path / f"agent-{store_id}-{protocol}", cfg)
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_agent_works_under_the_per_store_acl(tmp_path, acl_broker, agents, protocol):
+    sub = Subscriber(acl_broker, "retail/#", username="dashboard", password="d")
+    agent = store_agent(tmp_path, acl_broker, "t1", protocol)
+    agents.append(agent)
+    try:
+        agent.start(wait_connected=True)
+        wait_until(lambda: len(replayed_seqs(sub)) >= 20, 20, "the store's events")
+        reply = json.loads(sub.payloads("retail/t1/agent/status")[-1])
+        assert reply["storeid"] == "t1"
+        if protocol == "3.1.1":
+            time.sleep(11)  # past the echo check: no false alarm
+        assert status_of(agent)["broker"]["refusal"] is None
+        stop_and_check_no_gap(agent, sub, 20)
+        assert "refused" not in agent.output() and "did not echo" not in agent.output()
+    finally:
+        sub.close()
+
+
+def test_another_stores_id_is_refused_and_said_in_plain_words_mqtt5(tmp_path, acl_broker, agents):
+    sub = Subscriber(acl_broker, "retail/#", username="dashboard", password="d")
+    agent = store_agent(tmp_path, acl_broker, "t2", "5")  # user t1, store_id t2: a copied config
+    agents.append(agent)
+    try:
+        agent.start()
+        expected = ("refused to take seq 1 on retail/t2/events/agent/agent.started: Not "
+                    "authorized (reason code 135). Its access control does not let user 't1' "
+                    "publish there: check agent.store_id")
+        wait_until(lambda: expected in agent.output(), 15, "the refusal in the log")
+        wait_until(lambda: expected in (status_of(agent)["broker"]["refusal"] or ""), 10,
+                   "the refusal in agent status")
+        assert "REFUSED: broker" in agent.run_cli("status").stdout
+        # kept, not lost: the agent tries again after auth_retry, the events stay buffered
+        wait_until(lambda: agent.output().count(expected) >= 2, 15, "a later attempt")
+        assert status_of(agent)["buffer"]["depth"] >= 20
+        assert not sub.events()
+    finally:
+        sub.close()
+
+
+def test_another_stores_id_is_detected_by_the_missing_echo_mqtt311(tmp_path, acl_broker, agents):
+    agent = store_agent(tmp_path, acl_broker, "t2", "3.1.1")
+    agents.append(agent)
+    agent.start(wait_connected=True)
+    expected = "did not echo this agent's 'online' on retail/t2/agent/availability within 10 s"
+    wait_until(lambda: expected in agent.output(), 20, "the missing echo in the log")
+    assert "events may be lost at the broker" in status_of(agent)["broker"]["refusal"]
