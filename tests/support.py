@@ -134,15 +134,17 @@ class Subscriber:
 
     def __init__(self, broker: Broker, topic: str = "#", *, username: str | None = None,
                  password: str | None = None, tls_ca: Path | None = None,
-                 client_cert: tuple[Path, Path] | None = None, persistent: bool = False) -> None:
-        """``persistent``: a session the broker keeps (and queues for) while we are away."""
+                 client_cert: tuple[Path, Path] | None = None, persistent: bool = False,
+                 protocol: int = paho.MQTTv5) -> None:
+        """``persistent``: a session the broker keeps (and queues for) while we are away;
+        ``protocol``: ``paho.MQTTv311`` for brokers without MQTT 5 (RabbitMQ)."""
         self.messages: list[paho.MQTTMessage] = []
         self._cond = threading.Condition()
         self.client = paho.Client(CallbackAPIVersion.VERSION2,
                                   client_id=f"test-sub-{uuid.uuid4().hex[:8]}",
-                                  protocol=paho.MQTTv5)
+                                  protocol=protocol)
         connect_props = None
-        if persistent:
+        if persistent and protocol == paho.MQTTv5:
             connect_props = Properties(PacketTypes.CONNECT)
             connect_props.SessionExpiryInterval = 3600
         if username:
@@ -174,8 +176,11 @@ class Subscriber:
         self.client.on_subscribe = on_subscribe
         self.client.on_message = on_message
         self.client.reconnect_delay_set(0.1, 0.5)
-        self.client.connect(broker.host, broker.port, clean_start=not persistent,
-                            properties=connect_props)
+        if protocol == paho.MQTTv5:
+            self.client.connect(broker.host, broker.port, clean_start=not persistent,
+                                properties=connect_props)
+        else:
+            self.client.connect(broker.host, broker.port)
         self.client.loop_start()
         if not self._subscribed.wait(10):
             raise RuntimeError("subscriber did not subscribe")
