@@ -303,6 +303,20 @@ def agent_config(tmp: Path, broker: Broker | None, devices: dict[str, Any] | Non
     return cfg
 
 
+def start_failover_agent(tmp: Path, brokers: list[Any], devices: dict[str, Any],
+                         agents: list[AgentProcess], **sections: dict[str, Any]) -> AgentProcess:
+    """An agent with ``mqtt.hosts`` = ``brokers`` (anything with ``port``), started and connected
+    to the first, the preferred one."""
+    cfg = agent_config(tmp, None, devices, **sections)
+    del cfg["mqtt"]["host"], cfg["mqtt"]["port"]
+    cfg["mqtt"]["hosts"] = [f"127.0.0.1:{b.port}" for b in brokers]
+    agent = AgentProcess(tmp / "a", cfg)
+    agents.append(agent)
+    agent.start(wait_connected=True)
+    assert f"connected to broker 127.0.0.1:{brokers[0].port}" in agent.output()
+    return agent
+
+
 def write_jsonl(path: Path, events: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(e) + "\n" for e in events))
     return path

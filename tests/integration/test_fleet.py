@@ -21,6 +21,7 @@ from support import (
     issue_client_cert,
     make_tls,
     metrics_port,
+    start_failover_agent,
     wait_until,
     write_jsonl,
 )
@@ -89,15 +90,9 @@ def test_failover_to_the_next_broker_and_back_only_when_the_connection_drops(
         tmp_path, two_brokers, agents):
     b1, b2 = two_brokers
     sub1, sub2 = Subscriber(b1, "retail/#"), Subscriber(b2, "retail/#")
-    cfg = agent_config(tmp_path, None, replay_device(tmp_path, 3000, rate=200),
-                       metrics={"listen": "127.0.0.1:0"})
-    del cfg["mqtt"]["host"], cfg["mqtt"]["port"]
-    cfg["mqtt"]["hosts"] = [f"127.0.0.1:{b1.port}", f"127.0.0.1:{b2.port}"]
-    agent = AgentProcess(tmp_path / "a", cfg)
-    agents.append(agent)
     try:
-        agent.start(wait_connected=True)
-        assert f"connected to broker 127.0.0.1:{b1.port}" in agent.output()
+        agent = start_failover_agent(tmp_path, [b1, b2], replay_device(tmp_path, 3000, rate=200),
+                                     agents, metrics={"listen": "127.0.0.1:0"})
         wait_until(lambda: len(replayed_seqs(sub1)) >= 300, 20, "events on the preferred broker")
 
         b1.stop()  # the broker in use goes away mid-stream
@@ -105,7 +100,7 @@ def test_failover_to_the_next_broker_and_back_only_when_the_connection_drops(
                    "failover to the second broker")
         status = status_of(agent)
         assert status["broker"]["host"] == f"127.0.0.1:{b2.port}"
-        assert status["broker"]["brokers"] == cfg["mqtt"]["hosts"]
+        assert status["broker"]["brokers"] == [f"127.0.0.1:{b.port}" for b in (b1, b2)]
         assert f"failed over: on 127.0.0.1:{b2.port}" in agent.run_cli("status").stdout
         port = metrics_port(agent.output())
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
-from support import AgentProcess, Subscriber, agent_config, free_port, wait_until, write_jsonl
+from support import Subscriber, free_port, start_failover_agent, wait_until, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -129,16 +129,11 @@ def test_stopping_the_node_in_use_moves_the_agent_with_no_seq_gap(tmp_path, clus
     node1, node2 = cluster
     sub = Subscriber(node2, "retail/#", protocol=paho.MQTTv311)
     rec = write_jsonl(tmp_path / "rec.jsonl", [{"type": "door.opened", "data": {}}])
-    cfg = agent_config(tmp_path, None, {"replay1": {"driver": "replay", "file": str(rec),
-                                                    "rate": 100, "loop": True, "count": 2000}},
-                       mqtt={"protocol": "3.1.1"})
-    del cfg["mqtt"]["host"], cfg["mqtt"]["port"]
-    cfg["mqtt"]["hosts"] = [f"127.0.0.1:{node1.port}", f"127.0.0.1:{node2.port}"]
-    agent = AgentProcess(tmp_path / "a", cfg)
-    agents.append(agent)
     try:
-        agent.start(wait_connected=True)
-        assert f"connected to broker 127.0.0.1:{node1.port}" in agent.output()
+        agent = start_failover_agent(
+            tmp_path, [node1, node2], {"replay1": {"driver": "replay", "file": str(rec),
+                                                   "rate": 100, "loop": True, "count": 2000}},
+            agents, mqtt={"protocol": "3.1.1"})
 
         def replayed() -> list[int]:
             return sorted({e["seq"] for e in sub.events() if e["type"] == "door.opened"})
