@@ -131,6 +131,9 @@ def run_fleet(args: argparse.Namespace, base: Path, old_jitter: bool) -> None:
         conf.write("log_type notice\nconnection_messages true\n")
     broker.start()
     central = Central(broker)
+    assert broker.proc is not None
+    time.sleep(1)
+    idle_rss = rss_mib(broker.proc.pid)
     label = "+-20 % jitter" if old_jitter else "full jitter"
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -150,9 +153,10 @@ def run_fleet(args: argparse.Namespace, base: Path, old_jitter: bool) -> None:
             rss = [rss_mib(p.pid) for p in procs]
             lat = sorted(central.latencies)
             print(f"{args.agents} agents, {args.rate} events/s each, {args.steady:.0f} s steady")
+            rss_now = rss_mib(broker.proc.pid)
             print(f"broker: {b_cpu * 100:.2f} % of a core ({b_cpu * 100 / args.agents:.4f} % per "
-                  f"agent), RSS {rss_mib(broker.proc.pid):.1f} MiB "
-                  f"({rss_mib(broker.proc.pid) * 1024 / args.agents:.0f} KiB per agent)")
+                  f"agent), RSS {rss_now:.1f} MiB, {idle_rss:.1f} MiB before the agents: "
+                  f"{(rss_now - idle_rss) * 1024 / args.agents:.0f} KiB per agent")
             print(f"agent RSS MiB: median {statistics.median(rss):.1f}, max {max(rss):.1f}")
             print(f"agent CPU % of a core: median {statistics.median(a_cpu) * 100:.2f}, "
                   f"max {max(a_cpu) * 100:.2f}")
