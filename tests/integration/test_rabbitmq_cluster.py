@@ -149,6 +149,7 @@ def test_stopping_the_node_in_use_moves_the_agent_with_no_seq_gap(tmp_path, clus
         sub.sync()
         seqs = sorted({e["seq"] for e in sub.events()})
         assert seqs == list(range(1, max(seqs) + 1)), "a seq is missing at the surviving node"
+        assert "did not echo" not in agent.output()  # the 3.1.1 ACL check: no false alarm
         print(f"moved to node 2 {moved_after:.1f} s after node 1 was told to stop")
     finally:
         sub.close()
