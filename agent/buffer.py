@@ -515,6 +515,7 @@ class Buffer:
 
         There is no index on priority (it would cost a page write per commit): each priority is
         read in seq order, the primary key's, and the scan stops as soon as enough is freed.
+        Drop reports are never dropped: the seqs they name would become unannounced losses.
         """
         dropped: list[int] = []
         kinds: Counter[tuple[str, str]] = Counter()
@@ -522,7 +523,7 @@ class Buffer:
         for priority in PRIORITIES:
             cursor = db.execute(
                 "SELECT seq, length(payload), device, type FROM events WHERE priority=? "
-                "ORDER BY seq", (priority,))
+                "AND type != 'agent.events_dropped' ORDER BY seq", (priority,))
             for seq, length, device, event_type in cursor:
                 dropped.append(seq)
                 kinds[(device, event_type)] += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -154,8 +155,6 @@ def cmd_drivers(args: argparse.Namespace) -> int:
 
 
 def cmd_drivers_check(args: argparse.Namespace) -> int:
-    import logging
-
     from agent.conformance import CHECKS, run_check
     from agent.registry import discover
 
@@ -198,10 +197,17 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_asyncapi(args: argparse.Namespace) -> int:
+    from agent.asyncapi import asyncapi_document
+
+    print(json.dumps(asyncapi_document(), indent=2))
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from agent import control
     from agent.errors import ControlError
-    from agent.status import render_status
+    from agent.status import problems, render_status
 
     sock = _control_socket(args)
     try:
@@ -210,10 +216,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return _refused(args, err, EXIT_UNREACHABLE)
     status = reply["agent"]
     print(json.dumps(status, indent=2) if args.json else render_status(status))
-    healthy = status["broker"]["connected"] and all(
-        d["online"] or d["finished"] for d in status["devices"].values()
-    )
-    return EXIT_OK if healthy else EXIT_FAIL
+    return EXIT_FAIL if problems(status) else EXIT_OK
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -256,23 +259,20 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
-    from agent import logs
     from agent.commands import CommandError
     from agent.errors import AgentNotRunning, ControlError, InstanceLocked
-    from agent.selftest.console import (
-        ConsoleOperator,
-        ask_stdin,
-        run_in_process,
-        run_through_service,
-    )
+    from agent.selftest.console import Terminal, run_through_service
     from agent.selftest.report import ProgressPrinter, junit_xml
+    from agent.units import plural
 
     out = sys.stderr if args.json else sys.stdout
     show = ProgressPrinter(lambda line: print(line, file=out, flush=True))
+    terminal = Terminal()
     path = _control_socket(args)
+    log_note = ""
     try:
         try:
-            reports = run_through_service(path, args.exit, args.walk, show, ask_stdin)["reports"]
+            reports = run_through_service(path, args.exit, args.walk, show, terminal)["reports"]
             where = "the running agent"
         except AgentNotRunning as err:
             try:
@@ -283,16 +283,14 @@ def cmd_selftest(args: argparse.Namespace) -> int:
                 return _refused(args, ControlError(
                     f"{err}, and this user cannot run the self-test in-process: "
                     f"{problem.problems[0]}"), EXIT_UNREACHABLE)
-            logs.setup("warning")
-            operator = ConsoleOperator(show, ask_stdin)
 
             def announce() -> None:
                 print(f"agent selftest: no agent service is running ({path}); running the "
                       "self-test in-process", file=sys.stderr, flush=True)
 
             try:
-                reports = run_in_process(config, args.exit, args.walk, operator,
-                                         announce=announce)
+                reports, log_note = _selftest_in_process(args, config, show, terminal,
+                                                         announce)
             except InstanceLocked as locked:
                 # No answer on the socket, yet an agent holds the data_dir: its buffer and
                 # devices are not ours to open.
@@ -316,9 +314,54 @@ def cmd_selftest(args: argparse.Namespace) -> int:
         print(json.dumps(reports, indent=2))
     else:
         verdicts = ", ".join(f"{r['exit']} {r['result'].upper()}" for r in reports)
-        print(f"\n{len(reports)} exit{'s' if len(reports) != 1 else ''} tested ({where}): "
-              f"{verdicts}")
+        print(f"\n{plural(len(reports), 'exit')} tested ({where}): {verdicts}")
+    if log_note:
+        print(log_note, file=sys.stderr)
     return EXIT_OK if all(r["result"] == "pass" for r in reports) else EXIT_FAIL
+
+
+def _selftest_in_process(args: argparse.Namespace, config: Config, show: Any, terminal: Any,
+                         announce: Callable[[], None]) -> tuple[list[dict[str, Any]], str]:
+    """Run the self-tests here; the agent's log goes to a file, not into the table.
+
+    Returns the reports and a line saying where the log is and how many warnings it has.
+
+    Raises:
+        InstanceLocked: an agent runs on this data_dir (see ``run_in_process``).
+    """
+    from agent import logs
+    from agent.selftest.console import ConsoleOperator, run_in_process
+    from agent.units import plural
+
+    log_path = config.settings.agent.data_dir / "selftest" / "in-process.log"
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_file = log_path.open("a", encoding="utf-8")
+    except OSError:
+        logs.setup("error")  # nowhere to keep it: only errors, on the terminal
+        return run_in_process(config, args.exit, args.walk, ConsoleOperator(show, terminal),
+                              announce=announce), ""
+    counter = _LevelCounter()
+    with log_file:
+        logs.setup("info", stream=log_file)
+        logging.getLogger().addHandler(counter)
+        reports = run_in_process(config, args.exit, args.walk, ConsoleOperator(show, terminal),
+                                 announce=announce)
+    note = f"the agent's log of this run: {log_path}"
+    if counter.count:
+        note += f" ({plural(counter.count, 'warning')} or errors)"
+    return reports, note
+
+
+class _LevelCounter(logging.Handler):
+    """Counts the warnings and errors logged during an in-process self-test."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
 
 
 def _print_table(rows: Sequence[Sequence[Any]]) -> None:
@@ -327,16 +370,26 @@ def _print_table(rows: Sequence[Sequence[Any]]) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
+CONFIG_HELP = "config file (default: $AGENT_CONFIG or /etc/store-edge-agent/agent.toml)"
+
+
+class _SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser (and its own subcommands'): ``agent status -c F`` as well as
+    ``agent -c F status``. No default, so that it does not hide one given before."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_argument("-c", "--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agent", description="Store edge agent: loss-prevention hardware to MQTT events."
     )
     parser.add_argument("--version", action="version", version=f"store-edge-agent {__version__}")
-    parser.add_argument(
-        "-c", "--config", help="config file (default: $AGENT_CONFIG or "
-        "/etc/store-edge-agent/agent.toml)",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.add_argument("-c", "--config", help=CONFIG_HELP)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=_SubcommandParser)
 
     p = sub.add_parser("run", help="run the service in the foreground")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -390,8 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--junit", metavar="FILE", help="also write the results as JUnit XML")
     p.set_defaults(func=cmd_selftest)
 
-    p = sub.add_parser("schema", help="print the JSON Schema of the envelope and payloads")
+    p = sub.add_parser("schema", help="print the JSON Schema (2020-12) that validates an event")
     p.set_defaults(func=cmd_schema)
+    p = sub.add_parser("asyncapi", help="print the AsyncAPI 3.0 document of the MQTT topics")
+    p.set_defaults(func=cmd_asyncapi)
     return parser
 
 
@@ -402,12 +457,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConfigError as err:
-        print("configuration error:", file=sys.stderr)
-        for problem in err.problems:
-            print(f"  {problem}", file=sys.stderr)
+        if len(err.problems) == 1:
+            print(f"configuration error: {err.problems[0]}", file=sys.stderr)
+        else:
+            print(f"configuration error: {len(err.problems)} problems", file=sys.stderr)
+            for problem in err.problems:
+                print(f"  {problem}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `agent status --json | head`: the reader is gone; no traceback, and none at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAIL
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -27,7 +28,7 @@ from agent.driver import Driver, DriverConfig
 from agent.errors import ConfigError, DriverLoadError
 from agent.events import AGENT_DEVICE, ID_PATTERN, ID_RE
 from agent.registry import DriverInfo, discover, load
-from agent.units import Duration, Size
+from agent.units import Duration, Size, format_duration, format_size, plural
 
 DEFAULT_PATH = Path("/etc/store-edge-agent/agent.toml")
 CONFIG_ENV = "AGENT_CONFIG"
@@ -38,7 +39,8 @@ _base_dir: ContextVar[Path | None] = ContextVar("config_base_dir", default=None)
 
 def _relative_to_config(value: Path) -> Path:
     base = _base_dir.get()
-    return value if value.is_absolute() or base is None else base / value
+    # resolved: `agent status` and error messages show /srv/demo/var, not /srv/demo/../var
+    return value if value.is_absolute() or base is None else (base / value).resolve()
 
 
 ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]
@@ -49,8 +51,20 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+STORE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+TOPIC_ROOT_PATTERN = r"^[^#+]+$"
+PATTERN_WORDS = {
+    STORE_ID_PATTERN: "allowed: letters, digits, '-' and '_', starting with a letter or digit, "
+                      "at most 64 characters",
+    TOPIC_ROOT_PATTERN: "allowed: any text without the MQTT wildcards '#' and '+'",
+    ID_PATTERN: "allowed: lower-case letters, digits, '-' and '_', starting with a letter or "
+                "digit, at most 63 characters",
+}
+"""Config patterns in the words ``config check`` uses."""
+
+
 class AgentSection(_Section):
-    store_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+    store_id: str = Field(pattern=STORE_ID_PATTERN)
     data_dir: ConfigPath = Path("/var/lib/store-edge-agent")
     control_socket: ConfigPath = Path("/run/store-edge-agent/control.sock")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -96,7 +110,7 @@ class MqttSection(_Section):
     username: str = ""
     password_file: ConfigPath | None = None
     protocol: Literal["5", "3.1.1"] = "5"
-    topic_root: str = Field(default="retail", pattern=r"^[^#+]+$")
+    topic_root: str = Field(default="retail", pattern=TOPIC_ROOT_PATTERN)
     client_id: str = ""
     keepalive: Duration = 30.0
     max_inflight: int = Field(default=50, ge=1, le=1000)
@@ -135,6 +149,51 @@ class MqttSection(_Section):
             return [(self.host, self.port)]
         return [parse_host_port(h) for h in self.hosts]
 
+    @field_validator("host")
+    @classmethod
+    def _host_given(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty: the broker's host name or IP address")
+        return value
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _tls_file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("tls"):
+            _must_exist(value, "needed because tls = true")
+        return value
+
+    @field_validator("password_file")
+    @classmethod
+    def _password_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            _must_exist(value, "the file holding the broker password")
+        return value
+
+    @field_validator("reconnect_max")
+    @classmethod
+    def _backoff_order(cls, value: float, info: ValidationInfo) -> float:
+        low = info.data.get("reconnect_min")
+        if low is not None and value < low:
+            raise ValueError(f"must not be below reconnect_min ({format_duration(low)})")
+        return value
+
+
+def _must_exist(path: Path, what: str) -> None:
+    """A file the agent reads later (as the service user, who may read what this user cannot):
+    only a file that is not there at all is an error now."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        raise ValueError(f"no such file: {path} ({what})") from None
+    except OSError:
+        pass
+
+
+MIN_BUFFER_BYTES = 1024
+"""The smallest ``buffer.max_bytes``: below it not even one ordinary event fits (0 is a typo,
+not a setting)."""
+
 
 class BufferSection(_Section):
     max_bytes: Size = 256 * 1024**2
@@ -150,6 +209,14 @@ class BufferSection(_Section):
         description="disk space kept in reserve beside the buffer, given up on a full disk so "
         "that published events can still be deleted (0 turns it off)",
     )
+
+    @field_validator("max_bytes")
+    @classmethod
+    def _room_for_events(cls, value: int) -> int:
+        if value < MIN_BUFFER_BYTES:
+            raise ValueError(f"too small: at least {format_size(MIN_BUFFER_BYTES)}, room for the "
+                             "events of a broker outage (default 256MiB)")
+        return value
 
 
 class MetricsSection(_Section):
@@ -174,6 +241,13 @@ class MetricsSection(_Section):
             return None
         host, _, port = self.listen.rpartition(":")
         return host.strip("[]"), int(port)
+
+
+class HomeAssistantSection(_Section):
+    discovery: bool = Field(default=False, description="publish Home Assistant MQTT discovery "
+                            "configs: exits' alarms and doors, last self-tests, the agent")
+    prefix: str = Field(default="homeassistant", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$",
+                        description="Home Assistant's discovery prefix")
 
 
 class ExitSection(_Section):
@@ -250,6 +324,7 @@ class Settings(BaseSettings):
     mqtt: MqttSection = MqttSection()
     buffer: BufferSection = BufferSection()
     metrics: MetricsSection = MetricsSection()
+    homeassistant: HomeAssistantSection = HomeAssistantSection()
     devices: dict[str, dict[str, Any]] = {}
     exits: dict[str, ExitSection] = {}
 
@@ -298,8 +373,9 @@ class Config:
             by_driver[dev.driver.name] = by_driver.get(dev.driver.name, 0) + 1
         drivers = ", ".join(f"{n} {d}" for d, n in sorted(by_driver.items())) or "no devices"
         return (
-            f"{self.path}: OK: store {s.agent.store_id}, {len(self.devices)} devices ({drivers}), "
-            f"{len(s.exits)} exits, broker {', '.join(f'{h}:{p}' for h, p in s.mqtt.brokers())}"
+            f"{self.path}: OK: store {s.agent.store_id}, {plural(len(self.devices), 'device')} "
+            f"({drivers}), {plural(len(s.exits), 'exit')}, "
+            f"broker {', '.join(f'{h}:{p}' for h, p in s.mqtt.brokers())}"
             f"{' tls' if s.mqtt.tls else ''}, config hash {self.hash}"
         )
 
@@ -336,6 +412,11 @@ def _problems(path: Path, err: ValidationError, prefix: tuple[Any, ...] = ()) ->
         else:
             if e["type"] == "literal_error" and "expected" in e.get("ctx", {}):
                 msg = f"accepted: {e['ctx']['expected']}"
+            elif e["type"] == "string_type":
+                msg = 'must be text: put the value in quotes, e.g. store_id = "0042"'
+            elif e["type"] == "string_pattern_mismatch":
+                pattern = e.get("ctx", {}).get("pattern", "")
+                msg = PATTERN_WORDS.get(pattern, f"must match the pattern {pattern}")
             out.append(_describe(path, loc, msg, e.get("input"), has_value=True))
     return out
 
@@ -348,6 +429,14 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: no such file (set --config or {CONFIG_ENV})"]) from err
     except PermissionError as err:
         raise ConfigError([f"{path}: cannot read it: permission denied"]) from err
+    except IsADirectoryError as err:
+        raise ConfigError([f"{path}: is a directory, not a config file (set --config or "
+                           f"{CONFIG_ENV} to the .toml file)"]) from err
+    except OSError as err:
+        raise ConfigError([f"{path}: cannot read it: {err.strerror or err}"]) from err
+    except UnicodeDecodeError as err:
+        raise ConfigError([f"{path}: not a text file (TOML is UTF-8 text): {err.reason} at "
+                           f"byte {err.start}"]) from err
     except tomllib.TOMLDecodeError as err:
         raise ConfigError([f"{path}: not valid TOML: {err}"]) from err
 
@@ -362,7 +451,7 @@ def _check_devices(
         where = ("devices", dev_id)
         if not ID_RE.match(dev_id) or dev_id == AGENT_DEVICE:
             problems.append(_describe(
-                path, where, f"device id must match {ID_PATTERN} and not be 'agent'", dev_id,
+                path, where, f"not a device id: {PATTERN_WORDS[ID_PATTERN]}; 'agent' is reserved", dev_id,
                 has_value=True,
             ))
             continue
@@ -407,7 +496,7 @@ def _check_devices(
     for exit_name, ex in settings.exits.items():
         if not ID_RE.match(exit_name):
             problems.append(_describe(
-                path, ("exits", exit_name), f"exit name must match {ID_PATTERN}", exit_name,
+                path, ("exits", exit_name), f"not an exit name: {PATTERN_WORDS[ID_PATTERN]}", exit_name,
                 has_value=True,
             ))
         for role, dev_id in ex.devices().items():

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,19 +75,27 @@ class ControlServer:
                 request = json.loads(line or b"{}")
                 if not isinstance(request, dict) or not isinstance(request.get("command"), str):
                     raise CommandError('expected a JSON object with "command"')
+                started, command = time.monotonic(), request.pop("command")
+                log.debug("control request %s %s", command,
+                          json.dumps(request, default=str)[:300])
                 progress: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
                 answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
                 request[PROGRESS_KEY] = progress
                 request[ANSWERS_KEY] = answers
-                task = asyncio.create_task(self.commands.call(request.pop("command"), request))
+                task = asyncio.create_task(self.commands.call(command, request))
                 listener = asyncio.create_task(_listen(reader, answers, task))
                 try:
                     await _relay(progress, task, writer)
                 finally:
                     listener.cancel()
                 reply = {"status": "ok", **task.result()}
+                log.debug("control request %s answered ok in %.0f ms", command,
+                          (time.monotonic() - started) * 1000)
+            except ConnectionError:
+                raise  # the client went away: nobody to answer (the command was cancelled)
             except (CommandError, json.JSONDecodeError, UnicodeDecodeError) as err:
                 reply = {"status": "error", "error": str(err)}
+                log.debug("control request refused: %s", err)
             except Exception as err:
                 log.exception("control command failed")
                 reply = {"status": "error", "error": f"internal error: {err}"}
@@ -100,13 +109,17 @@ class ControlServer:
 
 async def _listen(reader: asyncio.StreamReader, answers: asyncio.Queue[dict[str, Any]],
                   task: asyncio.Task[dict[str, Any]]) -> None:
-    """Queue each JSON object line the client sends while its command runs; a client that goes
-    away (Ctrl-C, lost session) cancels the command: a walk test nobody watches must end."""
+    """Queue each JSON object line the client sends while its command runs. ``{"cancel":
+    true}`` (the technician's Ctrl-C) cancels the command and the client still gets its reply;
+    a client that goes away (lost session) cancels it too: a walk test nobody watches must end."""
     with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ValueError):
         while line := await reader.readline():
             with contextlib.suppress(ValueError):
                 message = json.loads(line)
-                if isinstance(message, dict):
+                if isinstance(message, dict) and message.get("cancel") is True:
+                    log.info("control client asked to stop its command")
+                    task.cancel()
+                elif isinstance(message, dict):
                     await answers.put(message)
     if not task.done():
         log.info("control client went away: cancelling its command")

@@ -8,12 +8,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, overload
 
 from pydantic import BaseModel, ConfigDict
 
 from agent.errors import AgentError
-from agent.units import format_clock
+from agent.events import rfc3339
+from agent.units import format_clock, format_duration
 
 if TYPE_CHECKING:
     from agent.config import Settings
@@ -25,7 +26,18 @@ __all__ = [
     "DriverConfig",
     "DriverContext",
     "HealthCheck",
+    "timestamp",
 ]
+
+
+@overload
+def timestamp(epoch: float) -> str: ...
+@overload
+def timestamp(epoch: None) -> None: ...
+def timestamp(epoch: float | None) -> str | None:
+    """A time for the retained state: RFC 3339 UTC with milliseconds, like every time the agent
+    publishes (``None`` stays ``None``: never happened)."""
+    return None if epoch is None else rfc3339(epoch)
 
 
 CONDITION_TYPES: dict[str, tuple[str, str | None]] = {
@@ -162,6 +174,8 @@ class Driver:
         )
         self._lock = threading.Lock()
         self._online: bool | None = None
+        self._offline_at: float | None = None
+        """When the current outage began (``since`` in the state is text)."""
         self._state: dict[str, Any] = {"online": False, "since": None}
         self._conditions: dict[str, tuple[float, str]] = {}
 
@@ -264,23 +278,43 @@ class Driver:
         return bool(self._online)
 
     def set_online(self) -> None:
-        """Report the device reachable; emits ``device.online`` only on a change."""
+        """Report the device reachable; emits ``device.online`` and logs it only on a change
+        (after an outage, with how long it lasted and why)."""
         with self._lock:
             if self._online:
                 return
+            outage = self._online is False
+            down_since, reason = self._offline_at, self._state.pop("reason", None)
             self._online = True
-            self._state.pop("reason", None)
         self.emit("device.online")
-        self.update_state(online=True, since=time.time())
+        now = time.time()
+        if outage and down_since is not None:
+            self.log.info("online again after %s offline (%s)",
+                          format_duration(now - down_since), reason)
+        else:
+            self.log.info("online")
+        self.update_state(online=True, since=timestamp(now))
 
     def set_offline(self, reason: str) -> None:
-        """Report the device lost; emits ``device.offline`` with ``reason`` only on a change."""
+        """Report the device lost: one ``device.offline`` (and one log line) per outage.
+
+        While it stays offline, a new ``reason`` (a port that was lost and now cannot be
+        opened) only replaces the one in the retained state: a dashboard counting
+        ``device.offline`` events counts outages.
+        """
         with self._lock:
-            if self._online is False and self._state.get("reason") == reason:
-                return
+            outage = self._online is False
+            previous = self._state.get("reason")
             self._online = False
+        if outage:
+            self.log.debug("still offline: %s", reason)  # every failed retry, for support
+            if reason != previous:
+                self.update_state(reason=reason)
+            return
         self.emit("device.offline", {"reason": reason})
-        self.update_state(online=False, since=time.time(), reason=reason)
+        self.log.warning("offline: %s", reason)
+        self._offline_at = time.time()
+        self.update_state(online=False, since=timestamp(self._offline_at), reason=reason)
 
     def update_state(self, **fields: Any) -> None:
         """Merge ``fields`` into the device's retained state and publish it."""

@@ -253,22 +253,29 @@ def rfc3339(when: datetime | float | None = None) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
+TIME_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
+"""RFC 3339 UTC with milliseconds, the only time format the agent publishes."""
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
 class Envelope(BaseModel):
     """One event as published: CloudEvents 1.0, structured JSON mode (DESIGN.md)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", title="Event")
 
     specversion: Literal["1.0"] = "1.0"
-    id: str = Field(description="UUIDv7, stable across retries and restarts: the dedupe key")
+    id: str = Field(pattern=UUID_PATTERN,
+                    description="UUIDv7, stable across retries and restarts: the dedupe key")
     source: str = Field(pattern=r"^urn:store-edge-agent:[^:]+:[a-z0-9][a-z0-9_-]{0,62}$")
     type: str
-    time: str = Field(description="RFC 3339 UTC with milliseconds: when the observation was made")
+    time: str = Field(pattern=TIME_PATTERN, json_schema_extra={"format": "date-time"},
+                      description="RFC 3339 UTC with milliseconds: when the observation was made")
     subject: str | None = Field(default=None, description="the exit or zone, when known")
     datacontenttype: Literal["application/json"] = "application/json"
     storeid: str
     deviceid: str = Field(pattern=ID_PATTERN)
     seq: int = Field(ge=1, description="per agent, in buffer-commit order, never reused or skipped")
-    bootid: str
+    bootid: str = Field(pattern=UUID_PATTERN, description="this agent process start")
     clocksynced: bool
     test: bool = False
     data: dict[str, Any]
@@ -288,15 +295,32 @@ def parse_envelope(payload: bytes | str) -> Envelope:
     return env
 
 
+SCHEMA_ID = "urn:store-edge-agent:schema:events:v1"
+
+
 def json_schema() -> dict[str, Any]:
-    """The JSON Schema of the envelope and of every type's ``data`` (what ``agent schema`` prints)."""
+    """One JSON Schema 2020-12 document that validates a whole event (what ``agent schema``
+    prints): the envelope, ``type`` from the catalogue, and ``data`` by the ``$defs`` entry of
+    its type, chosen with ``if``/``then``."""
+    defs: dict[str, Any] = {}
+    envelope = Envelope.model_json_schema(ref_template="#/$defs/{model}")
+    defs.update(envelope.pop("$defs", {}))
+    envelope["properties"]["type"] = {"enum": list(CATALOGUE), "description": "the event type"}
+    by_type = []
+    for name, model in CATALOGUE.items():
+        data = model.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
+        defs.update(data.pop("$defs", {}))
+        data["title"] = f"data of {name}"
+        defs[name] = data
+        by_type.append({"if": {"properties": {"type": {"const": name}}, "required": ["type"]},
+                        "then": {"properties": {"data": {"$ref": f"#/$defs/{name}"}}}})
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "store-edge-agent events v1",
-        "envelope": Envelope.model_json_schema(),
-        "data": {
-            name: model.model_json_schema(by_alias=True) for name, model in CATALOGUE.items()
-        },
+        "$id": SCHEMA_ID,
+        "title": "store-edge-agent event (CloudEvents 1.0, catalogue v1)",
+        **{k: v for k, v in envelope.items() if k != "title"},
+        "allOf": by_type,
+        "$defs": defs,
     }
 
 

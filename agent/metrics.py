@@ -9,10 +9,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -27,6 +34,12 @@ __all__ = ["PREFIX", "Metrics"]
 
 PREFIX = "store_edge_agent"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+SELFTEST_RESULTS = ("pass", "fail", "incomplete")
+
+
+def epoch_of(rfc3339: str) -> float:
+    """Epoch seconds of a time the agent published (RFC 3339), for Prometheus timestamps."""
+    return datetime.fromisoformat(rfc3339).timestamp()
 
 
 class AgentCollector(Collector):
@@ -82,6 +95,12 @@ class AgentCollector(Collector):
         yield GaugeMetricFamily(f"{PREFIX}_buffer_oldest_age_seconds",
                                 "Age of the oldest waiting event (0 when empty)",
                                 value=stats.oldest_age or 0.0)
+        limits = agent.config.settings.buffer
+        yield GaugeMetricFamily(f"{PREFIX}_buffer_max_bytes", "The buffer's size limit "
+                                "(buffer.max_bytes): beyond it the lowest priority is dropped",
+                                value=limits.max_bytes)
+        yield GaugeMetricFamily(f"{PREFIX}_buffer_max_age_seconds", "Older events are dropped "
+                                "(buffer.max_age)", value=limits.max_age)
 
         yield GaugeMetricFamily(f"{PREFIX}_broker_connected", "1 while connected to the broker",
                                 value=int(publisher.connected))
@@ -110,14 +129,38 @@ class AgentCollector(Collector):
                                 agent.supervisor.restarts.get(drv.device_id, 0))
         yield up
         yield restarts
+        yield from self._selftests()
+
+    def _selftests(self) -> Iterator[Metric]:
+        """Each configured exit's last self-test: which result (one series per result, 1 for the
+        one it had) and when it finished; 0 everywhere for an exit never tested."""
+        result = GaugeMetricFamily(
+            f"{PREFIX}_selftest_last_result", "1 for the result of the exit's last self-test "
+            "(pass, fail, incomplete); all 0 when it was never tested", labels=["exit", "result"])
+        finished = GaugeMetricFamily(
+            f"{PREFIX}_selftest_last_timestamp_seconds", "When the exit's last self-test "
+            "finished (epoch seconds; 0 when never)", labels=["exit"])
+        last = self.agent.selftests.last
+        for name in sorted(self.agent.config.exits):
+            report = last.get(name, {})
+            for value in SELFTEST_RESULTS:
+                result.add_metric([name, value], int(report.get("result") == value))
+            finished.add_metric([name], epoch_of(report["finished"]) if report.get("finished")
+                               else 0.0)
+        yield result
+        yield finished
 
 
 class Metrics:
     """The endpoint: a registry with the collector and the latency histogram, and its server."""
 
     def __init__(self, agent: Agent) -> None:
+        # Series named by the exposition format only: no `_created` sample beside each
+        # histogram and counter, which dashboards would take for a metric of its own.
+        disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(AgentCollector(agent))
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds, memory, fds, start time
         self.latency = Histogram(
             f"{PREFIX}_publish_latency_seconds",
             "From handing an event to the broker to its PUBACK", buckets=LATENCY_BUCKETS,

@@ -35,6 +35,8 @@ MAX_BATCH = 2000
 STORAGE_RETRY_MIN, STORAGE_RETRY_MAX = 0.5, 10.0
 """Backoff between attempts to write to a buffer that could not be written."""
 ROOM_POLL = 0.01
+COMMIT_LOG_EVERY = 10.0
+"""Seconds between DEBUG lines summing up commits (for support on the phone with a store)."""
 
 Listener = Callable[[dict[str, Any]], None]
 
@@ -66,6 +68,7 @@ class Pipeline:
         """(device, type) -> events the hold dropped since the last report (not committed)."""
         self.storage_problem: str | None = None
         """Why the buffer cannot be written now (a full disk, ...), or None."""
+        self._commit_log = [time.monotonic(), 0, 0]  # since: time, transactions, events
         self.on_commit: Callable[[], None] = lambda: None
         self.on_state: Callable[[str, dict[str, Any]], None] = lambda dev, state: None
         self.emitted: Counter[tuple[str, str]] = Counter()
@@ -137,7 +140,7 @@ class Pipeline:
             first = not self._held_drops
             for pending in dropped:
                 self._held_drops[(pending.device, pending.type)] += 1
-            self._queued -= len(dropped)
+        self._settled(len(dropped))
         if first:
             log.error("event buffer: the in-memory hold is full (%d events%s): dropping the "
                       "lowest priority first; the drop will be reported", self.spill.limit,
@@ -237,7 +240,7 @@ class Pipeline:
                     self._wakeup.wait(IDLE_WAKE)
                 stopping = self._stopping
             now = time.monotonic()
-            if self.storage_problem is not None and now < retry_at and not stopping:
+            if now < retry_at and not stopping:
                 # Still unwritable: deletes (what frees space) go on; events wait in the hold.
                 self._wakeup_wait(min(retry_at - now, IDLE_WAKE))
                 if (acks := self._take_acks()) and self._free(acks):
@@ -306,17 +309,33 @@ class Pipeline:
             acks = []
             self._storage_recovered()
             self.last_commit_error = None
-            with self._lock:
-                self._queued -= len(batch) - (report is not None)
-                if self._queued <= 0 and not len(self.spill):
-                    self._queued = 0
-                    self._idle.set()
+            self._settled(len(batch) - (report is not None))
+            self._log_commits(committed)
             self._deliver(committed, drops)
             if self.buffer.reset_report is not None:
                 self.emit_agent("agent.events_dropped", self.buffer.reset_report.data())
                 self.buffer.reset_report = None
             if not len(self.spill):
                 return True
+
+    def _log_commits(self, committed: list[dict[str, Any]]) -> None:
+        since, transactions, events = self._commit_log
+        transactions, events = transactions + 1, events + len(committed)
+        now = time.monotonic()
+        if now - since >= COMMIT_LOG_EVERY and log.isEnabledFor(logging.DEBUG):
+            log.debug("event buffer: %d events committed in %d transactions in the last %.0f s; "
+                      "next seq %d, %d waiting", events, transactions, now - since,
+                      self.buffer.stats().next_seq, self.buffer.stats().depth)
+            since, transactions, events = now, 0, 0
+        self._commit_log = [since, transactions, events]
+
+    def _settled(self, count: int) -> None:
+        """``count`` emitted events are committed or dropped: wake ``wait_committed``."""
+        with self._lock:
+            self._queued -= count
+            if self._queued <= 0 and not len(self.spill):
+                self._queued = 0
+                self._idle.set()
 
     def _held_drops_report(self) -> Pending | None:
         if not self._held_drops:

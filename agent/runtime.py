@@ -16,6 +16,8 @@ from agent.commands import CommandError, Commands, parse_request
 from agent.config import Config, Device
 from agent.control import ANSWERS_KEY, PROGRESS_KEY, ControlServer
 from agent.driver import ActionError, Driver
+from agent.events import rfc3339
+from agent.homeassistant import discovery_messages
 from agent.instance import InstanceLock
 from agent.metrics import Metrics
 from agent.pipeline import Pipeline
@@ -197,6 +199,8 @@ class Agent:
                 log.error("control socket %s unavailable (agent status and selftest cannot "
                           "reach this agent): %s", settings.agent.control_socket, err)
             self.pipeline.emit_agent("agent.started", self._lifecycle)
+            for topic, config in discovery_messages(self.config):  # [homeassistant]
+                self.publisher.retain(topic, config)
         self.supervisor.start()
         log.info(
             "agent %s %s: store %s, %d devices, buffer %s (%d events waiting)",
@@ -281,7 +285,7 @@ class Agent:
             "storeid": self.config.settings.agent.store_id,
             "bootid": self.pipeline.bootid,
             "config_hash": self.config.hash,
-            "started": self.started_at,
+            "started": rfc3339(self.started_at),
             "uptime_s": round(time.time() - self.started_at, 1),
             "clocksynced": self.pipeline.clock.synced,
             "broker": {

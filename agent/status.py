@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from agent.credentials import EXPIRY_WARNING_DAYS
@@ -49,6 +50,30 @@ def summary_line(status: dict[str, Any]) -> str:
     )
 
 
+def problems(status: dict[str, Any]) -> list[str]:
+    """What needs a technician's attention; ``agent status`` exits 1 when there is any."""
+    out = [] if status["broker"]["connected"] else ["broker disconnected"]
+    out += [f"device {dev_id} offline" for dev_id, dev in sorted(status["devices"].items())
+            if not (dev["online"] or dev.get("finished"))]
+    out += [f"exit {name}: last self-test {run['result'].upper()}"
+            for name, run in sorted((status.get("last_selftest") or {}).items())
+            if run.get("result") not in (None, "pass")]
+    return out
+
+
+def format_moment(value: Any) -> str:
+    """A moment of the status (epoch seconds or RFC 3339) as local time, one format for all:
+    ``2026-12-03 06:15:00``; anything else as it came."""
+    try:
+        if isinstance(value, int | float):
+            moment = datetime.fromtimestamp(value).astimezone()
+        else:
+            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone()
+    except (TypeError, ValueError, OverflowError, OSError):
+        return str(value)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
 def render_status(status: dict[str, Any]) -> str:
     """A few lines a technician can read at a glance: broker, buffer, each device."""
     broker = status["broker"]
@@ -56,7 +81,9 @@ def render_status(status: dict[str, Any]) -> str:
     lines = [
         f"store {status['storeid']}  agent {status['version']}  up "
         f"{format_duration(status['uptime_s'])}  config {status['config_hash']}",
-        f"clock      {'NTP-synchronised' if status['clocksynced'] else 'NOT synchronised'}",
+        f"clock      {format_moment(time.time())} {time.strftime('%Z')} (times below are local); "
+        + ("NTP-synchronised" if status["clocksynced"] else "NOT NTP-synchronised: events carry "
+           "clocksynced=false (`agent tail` marks them clock?) and their time may be wrong"),
         f"broker     {broker['host']}  "
         + ("connected" if broker["connected"] else f"DISCONNECTED ({broker['last_error']})")
         + f"  published {broker['published']} ({broker.get('rate_per_s', 0.0):.1f}/s)"
@@ -84,6 +111,8 @@ def render_status(status: dict[str, Any]) -> str:
         lines.append(f"  {dev_id:<20} {dev['driver']:<12} {health}{restarts}")
     lines += _render_selftests(status.get("last_selftest") or {},
                                status.get("selftest_schedule") or {})
+    attention = problems(status)
+    lines.append(f"attention: {'; '.join(attention)}" if attention else "all well")
     return "\n".join(lines)
 
 
@@ -114,7 +143,8 @@ def _render_selftests(last: dict[str, Any], schedule: dict[str, Any]) -> list[st
     for name in names:
         run, plan = last.get(name, {}), schedule.get(name, {})
         if run.get("result"):
-            text = (f"{run['result'].upper()} {run.get('finished', '')} ({run.get('trigger')}): "
+            text = (f"{run['result'].upper()} {format_moment(run.get('finished', ''))} "
+                    f"({run.get('trigger')}): "
                     f"{run.get('summary', '')}")
         else:
             text = "never run"
@@ -123,6 +153,6 @@ def _render_selftests(last: dict[str, Any], schedule: dict[str, Any]) -> list[st
         if plan.get("postponed"):
             text += f"; postponed: {plan['postponed']['reason']}"
         if plan.get("next"):
-            text += f"; next {plan['next']} ({plan['schedule']})"
+            text += f"; next {format_moment(plan['next'])} ({plan['schedule']})"
         lines.append(f"  {name:<20} {text}")
     return lines

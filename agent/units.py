@@ -15,7 +15,7 @@ _SIZE_UNITS = {
     "kb": 1000, "mb": 1000**2, "gb": 1000**3,
     "kib": 1024, "mib": 1024**2, "gib": 1024**3,
 }
-_NUMBER_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_NUMBER_UNIT = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 DURATION_HELP = "seconds as a number, or a string such as '500ms', '3s', '10m', '2h', '7d'"
 SIZE_HELP = "bytes as a whole number, or a string such as '512kB', '256MiB', '1GiB'"
@@ -40,7 +40,7 @@ def parse_duration(value: Any) -> float:
     else:
         raise ValueError(f"expected a duration: {DURATION_HELP}")
     if seconds < 0:
-        raise ValueError(f"a duration cannot be negative: {DURATION_HELP}")
+        raise ValueError(f"a duration must be positive or 0: {DURATION_HELP}")
     return seconds
 
 
@@ -63,7 +63,7 @@ def parse_size(value: Any) -> int:
     else:
         raise ValueError(f"expected a size: {SIZE_HELP}")
     if size < 0:
-        raise ValueError(f"a size cannot be negative: {SIZE_HELP}")
+        raise ValueError(f"a size must be positive or 0: {SIZE_HELP}")
     return size
 
 
@@ -97,3 +97,8 @@ Size = Annotated[int, BeforeValidator(parse_size)]
 def format_clock(epoch: float) -> str:
     """A moment as a technician reads it in a detail line: local time of day, ``06:01:02``."""
     return time.strftime("%H:%M:%S", time.localtime(epoch))
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 device``, ``2 devices``, ``0 exits``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -39,6 +39,9 @@ MIN_STALL = 5.0
 the watchdog timeout, if longer). They go round at least once a second when idle."""
 STATUS_EVERY = 10.0
 """How often the one-line STATUS is refreshed when there is no faster watchdog tick."""
+CHANGE_POLL = 0.5
+"""How often the cheap "what changed" key is compared: STATUS follows a broker or device
+change within this, not at the next tick."""
 STALL_SIGNAL = signal.SIGUSR2
 STALL_MIN_SECONDS = 120.0
 
@@ -88,10 +91,14 @@ class ServiceWatch:
         notifier: Notifier,
         checks: list[Check],
         summary: Callable[[], str],
+        changes: Callable[[], object] = lambda: None,
     ) -> None:
         self.notifier = notifier
         self.checks = checks
         self.summary = summary
+        self.changes = changes
+        """A cheap key (broker connected, devices up) whose change refreshes STATUS at once."""
+        self._key: object = None
         interval = notifier.watchdog_interval
         self.tick = min(interval, STATUS_EVERY) if interval else STATUS_EVERY
         self.stall_limit = max(MIN_STALL, interval or 0.0)
@@ -112,7 +119,10 @@ class ServiceWatch:
         def drivers() -> str | None:
             return "; ".join(agent.supervisor.problems()) or None
 
-        watch = cls(Notifier(), [beats, drivers], lambda: summary_line(agent.status()))
+        def changes() -> object:
+            return agent.publisher.connected, tuple(d.online for d in agent.drivers)
+
+        watch = cls(Notifier(), [beats, drivers], lambda: summary_line(agent.status()), changes)
         return watch
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -154,9 +164,31 @@ class ServiceWatch:
         return found
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self.tick
         while True:
-            await asyncio.sleep(self.tick)
-            self.step()
+            await asyncio.sleep(max(0.0, min(CHANGE_POLL, next_tick - loop.time())))
+            if loop.time() >= next_tick:
+                next_tick = loop.time() + self.tick
+                self.step()
+            else:
+                self.follow_changes()
+
+    def follow_changes(self) -> None:
+        """Refresh STATUS now when the broker or a device changed state since the last look
+        (systemd's status line must not say DISCONNECTED for 10 s after a restart)."""
+        try:
+            key = self.changes()
+        except Exception:
+            return  # the next tick reports it
+        if key == self._key:
+            return
+        self._key = key
+        if not self._problems:
+            status = self._safe_summary()
+            if status != self._status:
+                self._status = status
+                self.notifier.notify(STATUS=status)
 
     def step(self) -> None:
         """One tick: check progress, then ping and refresh STATUS as appropriate."""

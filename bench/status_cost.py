@@ -15,10 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from prometheus_client import generate_latest
+
 from agent.buffer import Buffer, Pending
 from agent.config import load_config
 from agent.events import rfc3339, uuid7
-from agent.metrics import AgentCollector
+from agent.metrics import AgentCollector, Metrics
 from agent.runtime import Agent
 from agent.testing import write_config
 
@@ -67,7 +69,10 @@ def main() -> None:
         scrape = timed(lambda: list(collector.collect()))
         print(f"oldest event by min(created) (before): {old:8.2f} ms")
         print(f"Buffer.stats() by lowest seq (now):     {new:8.2f} ms")
+        registry = Metrics(agent).registry  # with the process collector, as served
+        served = timed(lambda: generate_latest(registry))
         print(f"one metrics collection:                 {scrape:8.2f} ms")
+        print(f"one whole /metrics page (text format):  {served:8.2f} ms")
         agent.buffer.close()
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+from jsonschema import Draft202012Validator
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -26,6 +27,8 @@ from paho.mqtt.properties import Properties
 from agent.testing import write_config
 
 AGENT_BIN = str(Path(sys.executable).with_name("agent"))
+MOSQUITTO = shutil.which("mosquitto", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+"""Debian installs it in /usr/sbin, which is not on a normal user's PATH."""
 
 
 def free_port() -> int:
@@ -61,7 +64,7 @@ class Broker:
                  tls: dict[str, Any] | None = None, persistence: bool = False,
                  acl: str | None = None) -> None:
         """``acl``: the text of a mosquitto ``acl_file``."""
-        if shutil.which("mosquitto") is None:
+        if MOSQUITTO is None:
             raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +105,7 @@ class Broker:
 
     def start(self) -> Broker:
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=log,
+            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log,
                                          stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -127,6 +130,31 @@ class Broker:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+_event_validator: Draft202012Validator | None = None
+
+
+def event_validator() -> Draft202012Validator:
+    """The published JSON Schema (``agent schema``, run once per session) as a 2020-12 validator."""
+    global _event_validator
+    if _event_validator is None:
+        schema = json.loads(subprocess.run([AGENT_BIN, "schema"], capture_output=True, text=True,
+                                           check=True).stdout)
+        Draft202012Validator.check_schema(schema)
+        _event_validator = Draft202012Validator(
+            schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return _event_validator
+
+
+def schema_problems(payload: bytes) -> list[str]:
+    """Why ``payload`` is not a valid event by ``agent schema`` (empty when it is)."""
+    try:
+        event = json.loads(payload)
+    except ValueError as err:
+        return [f"not JSON: {err}"]
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(event)'}: {e.message}"
+            for e in event_validator().iter_errors(event)]
 
 
 class Subscriber:
@@ -157,6 +185,9 @@ class Subscriber:
         self.topic = topic
         self._sync_prefix = topic.rstrip("#") + "test-sync/"
         self._synced: set[str] = set()
+        self._checked = 0
+        self.invalid: list[str] = []
+        """Events that ``agent schema`` rejects: reading events or closing raises on them."""
 
         def on_connect(c: paho.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
             c.subscribe(topic, qos=1)
@@ -188,6 +219,21 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        self._check_schema()
+
+    def _check_schema(self) -> list[paho.MQTTMessage]:
+        """Every message so far; each new event is validated against ``agent schema`` once, so
+        every event an integration test sees has been checked by the `jsonschema` library."""
+        with self._cond:
+            msgs = list(self.messages)
+        for msg in msgs[self._checked:]:
+            if "/events/" in msg.topic:
+                self.invalid += [f"{msg.topic}: {p}" for p in schema_problems(msg.payload)]
+        self._checked = len(msgs)
+        if self.invalid:
+            raise AssertionError("events that `agent schema` rejects:\n" +
+                                 "\n".join(self.invalid[:20]))
+        return msgs
 
     def sync(self, timeout: float = 10.0) -> None:
         """Wait until everything the broker took before now has reached us.
@@ -204,8 +250,7 @@ class Subscriber:
 
     def events(self, event_type: str | None = None) -> list[dict[str, Any]]:
         """Decoded events (messages on .../events/...), optionally of one type."""
-        with self._cond:
-            msgs = list(self.messages)
+        msgs = self._check_schema()
         out = [json.loads(m.payload) for m in msgs if "/events/" in m.topic]
         return [e for e in out if event_type is None or e["type"] == event_type]
 

@@ -8,53 +8,152 @@ runs the same steps and stops them again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import queue
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from agent import control
 from agent.commands import CommandError
+from agent.errors import ControlError
+from agent.units import format_clock
 
 if TYPE_CHECKING:
     from agent.config import Config
 
-__all__ = ["ConsoleOperator", "run_in_process", "run_through_service"]
+__all__ = ["ConsoleOperator", "Terminal", "run_in_process", "run_through_service"]
 
 ONLINE_WAIT = 10.0
 """Seconds an in-process run gives the exit's devices to come online before testing them."""
+POLL = 0.2
+"""Seconds between looks for Ctrl-C while waiting for the service."""
 
 Show = Callable[[dict[str, Any]], None]
-Ask = Callable[[str], str | None]
+Listener = Callable[[str | None], None]
 
 
-def ask_stdin(question: str) -> str | None:
-    """Ask on stderr, read one line from stdin; ``None`` at end of input."""
-    print(f"  ??? {question} ", end="", file=sys.stderr, flush=True)
-    line = sys.stdin.readline()
-    return line.strip() if line else None
+class Terminal:
+    """The technician's terminal: questions on stderr, answers from stdin.
+
+    One thread reads stdin for the whole run, so that a question nobody answered in time cannot
+    eat the answer to the next one. Each line goes to the current listener; a line typed while
+    no question is open is dropped. End of input is ``None``.
+    """
+
+    def __init__(self, stdin: TextIO | None = None, out: TextIO | None = None) -> None:
+        self._stdin = stdin or sys.stdin
+        self._out = out or sys.stderr
+        self._listener: Listener | None = None
+        self._lock = threading.Lock()
+        self._reader: threading.Thread | None = None
+        self._ended = False
+
+    def ask(self, question: str, timeout: float | None, listener: Listener) -> None:
+        """Print ``question`` with how long it stays open; ``listener(answer)`` gets the next
+        line (stripped), or ``None`` at end of input."""
+        until = ""
+        if timeout:
+            until = f" ({timeout:g} s, until {format_clock(time.time() + timeout)})"
+        print(f"  ??? {question}{until} ", end="", file=self._out, flush=True)
+        with self._lock:
+            if self._ended:
+                listener(None)
+                return
+            self._listener = listener
+        if self._reader is None:
+            self._reader = threading.Thread(target=self._read, name="selftest-answers",
+                                            daemon=True)
+            self._reader.start()
+
+    def unanswered(self, why: str) -> None:
+        """The open question was closed without an answer: say so on its line."""
+        with self._lock:
+            self._listener = None
+        print(f"({why})", file=self._out, flush=True)
+
+    def _read(self) -> None:
+        while True:
+            line = self._stdin.readline()
+            with self._lock:
+                listener, self._listener = self._listener, None
+                if not line:
+                    self._ended = True
+            if listener is not None:
+                listener(line.strip() if line else None)
+            if not line:
+                return
 
 
 def run_through_service(path: Path, exit_name: str | None, walk: bool, show: Show,
-                        ask: Ask) -> dict[str, Any]:
+                        terminal: Terminal) -> dict[str, Any]:
     """Ask the running agent to run the self-tests; return its final reply.
 
+    The first Ctrl-C asks the service to stop the test: it ends it with an ``aborted`` step,
+    puts the exit back at rest and still answers with the reports. A second one leaves at once.
+
     Raises:
-        AgentNotRunning: no agent listens; ControlError: not reachable (no permission);
-        CommandError: the agent refused (no such exit, already running).
+        AgentNotRunning: no agent listens; ControlError: not reachable (no permission) or the
+        connection was lost; CommandError: the agent refused (no such exit, already running);
+        KeyboardInterrupt: Ctrl-C twice.
     """
+    inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
     with control.Session(path, "selftest", timeout=None, exit=exit_name, walk=walk) as session:
-        for item in session:
-            if "status" in item:
-                if item["status"] != "ok":
-                    raise CommandError(str(item.get("error", "no answer")))
-                return item
-            if item.get("kind") == "question":
-                session.answer({"answer": ask(item["text"]) or ""})
+
+        def receive() -> None:
+            try:
+                for item in session:
+                    inbox.put(("item", item))
+            except (ControlError, OSError, ValueError) as err:
+                inbox.put(("lost", err))
+
+        threading.Thread(target=receive, name="selftest-service", daemon=True).start()
+        question: dict[str, Any] | None = None
+        stopping = False
+        while True:
+            try:
+                kind, value = inbox.get(timeout=POLL)
+            except queue.Empty:
+                continue
+            except KeyboardInterrupt:
+                if stopping:
+                    raise
+                stopping = True
+                if question is not None:
+                    terminal.unanswered("Ctrl-C")
+                    question = None
+                show({"kind": "stopping"})
+                _send(session, {"cancel": True})
+                continue
+            if kind == "lost":
+                raise ControlError(f"lost the connection to the agent: {value}")
+            if kind == "answer":
+                if question is not None:  # end of input: an empty answer, the step is skipped
+                    _send(session, {"answer": value or ""})
+                question = None
+                continue
+            if question is not None:  # the service went on: the question's time was up
+                terminal.unanswered(f"no answer within {question.get('timeout') or 0:g} s")
+                question = None
+            if "status" in value:
+                if value["status"] != "ok":
+                    raise CommandError(str(value.get("error", "no answer")))
+                return dict(value)
+            if value.get("kind") == "question":
+                question = value
+                terminal.ask(value["text"], value.get("timeout"),
+                             lambda line: inbox.put(("answer", line)))
             else:
-                show(item)
-    raise CommandError("the agent ended the self-test without a result")
+                show(value)
+
+
+def _send(session: control.Session, message: dict[str, Any]) -> None:
+    """An answer or a stop request; a service that already went on does not need it."""
+    with contextlib.suppress(OSError):
+        session.answer(message)
 
 
 class ConsoleOperator:
@@ -62,15 +161,14 @@ class ConsoleOperator:
 
     interactive = True
 
-    def __init__(self, show: Show, ask: Ask) -> None:
+    def __init__(self, show: Show, terminal: Terminal) -> None:
         self._show = show
-        self._ask = ask
+        self._terminal = terminal
 
     async def show(self, item: dict[str, Any]) -> None:
         self._show(item)
 
     async def ask(self, question: str, timeout: float) -> str | None:
-        # A daemon thread: a question nobody answers must not keep the process alive.
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[str | None] = loop.create_future()
 
@@ -78,14 +176,18 @@ class ConsoleOperator:
             if not answer.done():
                 answer.set_result(value)
 
-        def read() -> None:
-            loop.call_soon_threadsafe(settle, self._ask(question))
+        def deliver(line: str | None) -> None:  # on the terminal's reader thread
+            loop.call_soon_threadsafe(settle, line)
 
-        threading.Thread(target=read, name="selftest-answer", daemon=True).start()
+        self._terminal.ask(question, timeout, deliver)
         try:
             return await asyncio.wait_for(answer, timeout)
         except TimeoutError:
+            self._terminal.unanswered(f"no answer within {timeout:g} s")
             return None
+        except asyncio.CancelledError:
+            self._terminal.unanswered("Ctrl-C")
+            raise
 
 
 def run_in_process(config: Config, exit_name: str | None, walk: bool,

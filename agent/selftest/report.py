@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
 
+from agent.units import format_clock
+
 __all__ = ["ProgressPrinter", "junit_xml"]
 
 def _latency(ms: float | None) -> str:
-    if ms is None:
-        return ""
-    return f"{ms:.0f} ms" if ms < 10_000 else f"{ms / 1000:.1f} s"
+    """One unit for every row, so that latencies compare at a glance."""
+    return "" if ms is None else f"{ms:.0f} ms"
 
 
 class ProgressPrinter:
@@ -33,7 +35,14 @@ class ProgressPrinter:
             self.write(f"  {item['step']:<24} {result:<6} {_latency(item.get('latency_ms')):>8}"
                        f"  {item.get('detail', '')}")
         elif kind == "prompt":
-            self.write(f"\n  >>> {item['text']}")
+            until = ""
+            if item.get("timeout"):
+                until = (f" ({item['timeout']:g} s, until "
+                         f"{format_clock(time.time() + item['timeout'])})")
+            self.write(f"\n  >>> {item['text']}{until}")
+        elif kind == "stopping":
+            self.write("\n  stopping the self-test: the exit is put back at rest first "
+                       "(Ctrl-C again to leave at once)")
         elif kind == "finished":
             report = item["report"]
             self.write(f"{report['exit']}: {report['result'].upper()} "

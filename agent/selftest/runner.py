@@ -126,6 +126,8 @@ class Selftests:
                 self.running.pop(name, None)
                 self._record(report)
                 reports.append(report)
+                if any(step["step"] == "aborted" for step in report["steps"]):
+                    break  # Ctrl-C stops the run, not just this exit
         finally:
             for name in names:
                 self.running.pop(name, None)

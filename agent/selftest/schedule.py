@@ -15,6 +15,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 
 from agent.config import cron_trigger
+from agent.events import rfc3339
 from agent.selftest.runner import Selftests, SilentOperator
 
 if TYPE_CHECKING:
@@ -57,15 +58,16 @@ class SelftestSchedule:
             self._scheduler = None
 
     def next_runs(self) -> dict[str, str]:
-        """Exit -> ISO time of its next scheduled (or retried) run."""
+        """Exit -> time (RFC 3339 UTC) of its next scheduled (or retried) run."""
         out: dict[str, str] = {}
         if self._scheduler is None:
             return out
         for job in self._scheduler.get_jobs():
             name = job.args[0]
             when = job.next_run_time
-            if when is not None and (name not in out or when.isoformat() < out[name]):
-                out[name] = when.isoformat(timespec="seconds")
+            # Same format, same zone, fixed width: the strings sort like the times.
+            if when is not None and (name not in out or rfc3339(when) < out[name]):
+                out[name] = rfc3339(when)
         return out
 
     async def _due(self, name: str) -> None:
@@ -89,6 +91,6 @@ class SelftestSchedule:
             self.postponed[name] = {"reason": reason, "retry_at": None}
             return
         log.warning("scheduled self-test of %s postponed by %g s: %s", name, retry, reason)
-        self.postponed[name] = {"reason": reason, "retry_at": at.isoformat(timespec="seconds")}
+        self.postponed[name] = {"reason": reason, "retry_at": rfc3339(at)}
         self._scheduler.add_job(self._due, DateTrigger(at), args=[name], id=f"{name}-retry",
                                 replace_existing=True, misfire_grace_time=60)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import serial
 
 from agent.backoff import Backoff
-from agent.driver import ActionError, Conformance, Driver, HealthCheck
+from agent.driver import ActionError, Conformance, Driver, HealthCheck, timestamp
 from drivers.eas_serial.config import EasSerialConfig
 from drivers.eas_serial.parsing import BadFrame, LineParser, Matched, Unmatched
 
@@ -76,6 +76,7 @@ class EasSerialDriver(Driver):
         self.update_state(port=port, simulated=cfg.simulate)
         try:
             while True:
+                self.log.debug("opening %s", port)
                 try:
                     ser = await asyncio.to_thread(self._open, port)
                 except (serial.SerialException, OSError, ValueError) as err:
@@ -202,7 +203,7 @@ class EasSerialDriver(Driver):
             return
         fields = {"frames": p.frames, "matched": p.matched, "unmatched": p.unmatched,
                   "bad_frames": p.bad_frames, "last_bad_frame": self._last_bad,
-                  "last_frame_at": self.last_frame_at, "port_open": self.port_open}
+                  "last_frame_at": timestamp(self.last_frame_at), "port_open": self.port_open}
         if any(self.state.get(k) != v for k, v in fields.items()):
             self.update_state(**fields)
 

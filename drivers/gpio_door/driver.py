@@ -8,7 +8,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from agent.driver import ActionError, Conformance, HealthCheck
+from agent.driver import ActionError, Conformance, HealthCheck, timestamp
 from agent.units import format_clock
 from drivers.gpio_common import simulator
 from drivers.gpio_common.debounce import Change
@@ -118,7 +118,7 @@ class GpioDoorDriver(GpioDriver):
         now = time.monotonic()
         self.update_state(
             door="open" if logic.is_open else "closed",
-            door_since=round(epoch_of(logic.since), 3),
+            door_since=timestamp(epoch_of(logic.since)),
             armed=self.armed_at(now),
             forced=logic.forced,
             held_open=logic.held_open,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from agent.driver import Conformance, HealthCheck
+from agent.driver import Conformance, HealthCheck, timestamp
 from drivers.gpio_common import simulator
 from drivers.gpio_common.debounce import Change
 from drivers.gpio_common.device import NO_GPIO_LIBRARY, GpioDriver
@@ -64,7 +64,7 @@ class GpioInputDriver(GpioDriver):
 
     def _publish(self, level: bool, since: float | None) -> None:
         self.update_state(pin=self.config.pin, level="high" if level else "low",
-                          active=self._active(level), active_since=since if self._active(level)
+                          active=self._active(level), active_since=timestamp(since) if self._active(level)
                           else None, changes=self._changes)
 
     def _changed(self, change: Change) -> None:

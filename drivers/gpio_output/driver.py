@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from agent.driver import ActionError, Conformance, HealthCheck
+from agent.driver import ActionError, Conformance, HealthCheck, timestamp
 from drivers.gpio_common import simulator
 from drivers.gpio_common.config import active_high, for_param
 from drivers.gpio_common.device import NO_GPIO_LIBRARY, GpioDriver
@@ -85,10 +85,10 @@ class GpioOutputDriver(GpioDriver):
     def _actuated(self, on: bool, action: str, **details: Any) -> dict[str, Any]:
         self._actuations += 1
         now = time.time()
-        last = {"action": action, "at": now, **details}
+        last = {"action": action, "at": timestamp(now), **details}
         self.update_state(pin=self.config.pin, output="on" if on else "off",
                           level="high" if on == self.config.active_high else "low",
-                          output_since=now, actuations=self._actuations, last_action=last,
+                          output_since=timestamp(now), actuations=self._actuations, last_action=last,
                           wired_to=self._wired_target())
         return {"output": "on" if on else "off", **details}
 

@@ -12,9 +12,11 @@ from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.framer import FramerType
 
 from agent.backoff import Backoff
-from agent.driver import ActionError, Conformance, Driver, HealthCheck
-from drivers.modbus.config import PARITY, ModbusConfig
-from drivers.modbus.registers import Block, Tracker, decode, plan_reads
+from agent.driver import ActionError, Conformance, Driver, HealthCheck, timestamp
+from agent.units import format_duration
+from drivers.modbus.config import PARITY, ModbusConfig, RegisterEntry
+from drivers.modbus.counters import CounterStore
+from drivers.modbus.registers import Block, CounterStep, Tracker, decode, plan_reads
 
 if TYPE_CHECKING:
     from drivers.modbus.simulator import EasController
@@ -69,6 +71,10 @@ class ModbusDriver(Driver):
             for r in cfg.registers
         ]
         self.sim: EasController | None = None
+        self._store: CounterStore | None = None
+        self._restored: dict[int, int] = {}
+        """Map entry -> the counter value restored from disk, until its first read."""
+        self._save_failed = False
         self.polls = 0
         self.last_poll_at: float | None = None
         self._host, self._tcp_port = cfg.host, cfg.tcp_port
@@ -94,11 +100,15 @@ class ModbusDriver(Driver):
             self.sim = await EasController(device_id=cfg.device_id or 1).start()
             self._host, self._tcp_port = self.sim.host, self.sim.port
             self.log.info("simulated EAS controller on %s:%d", self.sim.host, self.sim.port)
+        else:  # a simulated controller is a new one at every start: nothing to carry over
+            self._store = CounterStore(self.context.data_dir(self.device_id), self._where())
+            self._restore_counters(self._store)
         backoff = Backoff(initial=cfg.reconnect_min, cap=cfg.reconnect_max)
         self.update_state(requests_per_poll=len(self.blocks))
         try:
             while True:
                 client = self._client()
+                self.log.debug("connecting to %s", self._where())
                 try:
                     if not await client.connect():
                         raise PollError(f"cannot connect to {self._where()}")
@@ -148,9 +158,13 @@ class ModbusDriver(Driver):
                 for em in tracker.observe(value):
                     self.emit(em.type, em.data, time=observed)
                 step = tracker.last_step
+                if key in self._restored:
+                    self._while_down(key, self._restored.pop(key), value, step)
                 if step is not None and step.kind in ("wrap", "restart", "jump"):
                     self._counter_note(key, step.kind, step.delta)
                     tracker.last_step = None
+            if changed and self._store is not None:
+                await self._save_counters(self._store)
             self.polls += 1
             self.last_poll_at = observed
             now = loop.time()
@@ -199,12 +213,54 @@ class ModbusDriver(Driver):
                           "wrapped around" if kind == "wrap" else "controller restarted or "
                           "counter reset", delta)
         self.update_state(last_counter_event={"register": entry.name, "kind": kind,
-                                              "counted": delta, "at": time.time()})
+                                              "counted": delta, "at": timestamp(time.time())})
+
+    def _counters(self) -> list[tuple[int, RegisterEntry, Tracker]]:
+        return [(i, r, t) for i, (r, t) in enumerate(zip(self.config.registers, self.trackers,
+                                                         strict=True))
+                if t.on_increment is not None]
+
+    def _restore_counters(self, store: CounterStore) -> None:
+        """The counters' last values from the previous run become their baselines."""
+        restored = store.load({r.name: (r.table, r.address, r.value_type)
+                               for _, r, _ in self._counters()})
+        for note in restored.notes:
+            self.log.warning("%s", note)
+        for key, entry, tracker in self._counters():
+            if entry.name in restored.values:
+                tracker.value = self._restored[key] = restored.values[entry.name]
+        if restored.values and restored.saved_at is not None:
+            self.log.info("counter values of %s restored (saved %s ago): what the controller "
+                          "counted meanwhile is counted at the first read", self._where(),
+                          format_duration(time.time() - restored.saved_at))
+
+    def _while_down(self, key: int, saved: int, value: Any, step: CounterStep | None) -> None:
+        """Say what the first read after a start counted against the saved value (a counter
+        that went back, a wrap or a jump is said by ``_counter_note``, as at any read)."""
+        name = self.config.registers[key].name
+        if step is None:
+            self.log.info("counter %s: unchanged since the last run (%d)", name, saved)
+        elif step.kind == "up":
+            self.log.info("counter %s: %d counted while the agent was not running (%d -> %s)",
+                          name, step.delta, saved, value)
+
+    async def _save_counters(self, store: CounterStore) -> None:
+        values = {r.name: (r.table, r.address, r.value_type, int(t.value))
+                  for _, r, t in self._counters() if t.value is not None}
+        try:
+            await asyncio.to_thread(store.save, values)
+        except OSError as err:
+            if not self._save_failed:
+                self.log.warning("cannot keep counter values in %s (%s): counts made while "
+                                 "the agent is down will be missed", store.path, err)
+            self._save_failed = True
+        else:
+            self._save_failed = False
 
     def _publish_values(self) -> None:
         values = {r.name: t.value for r, t in zip(self.config.registers, self.trackers,
                                                   strict=True)}
-        self.update_state(values=values, polls=self.polls, last_poll_at=self.last_poll_at)
+        self.update_state(values=values, polls=self.polls, last_poll_at=timestamp(self.last_poll_at))
 
     async def health(self) -> list[HealthCheck]:
         age = None if self.last_poll_at is None else time.time() - self.last_poll_at

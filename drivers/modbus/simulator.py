@@ -172,13 +172,22 @@ class EasController:
         p = dict(params)
         p.pop("for", None)
         truthy = ("1", "true", "on", "yes")
+
+        def whole(key: str, default: int) -> int:
+            value = p.get(key, default)
+            try:
+                return int(value)
+            except ValueError:
+                raise ValueError(f"{key}={value!r} is not a whole number (e.g. "
+                                 f"{key}={default})") from None
+
         try:
             if name == "alarm":
-                return await self.alarm(p.get("direction", "out"), int(p.get("count", 1)))
+                return await self.alarm(p.get("direction", "out"), whole("count", 1))
             if name == "people":
-                return await self.people(int(p.get("in", 1)), int(p.get("out", 0)))
+                return await self.people(whole("in", 1), whole("out", 0))
             if name == "fault":
-                return await self.fault(int(p.get("code", 1)))
+                return await self.fault(whole("code", 1))
             if name == "clear":
                 return await self.fault(0)
             if name == "interference":

@@ -25,6 +25,8 @@ T = TypeVar("T")
 
 UNREACHABLE, AUTH, LOST, PROTOCOL = "unreachable", "auth", "subscription lost", "protocol"
 PULLPOINT_NS = "http://www.onvif.org/ver10/events/wsdl/PullPointSubscription"
+CREATE_GRACE = 0.3
+"""Seconds a cancelled service creation may still take (within the driver's 2 s stop budget)."""
 
 
 def _load_onvif() -> Any:
@@ -128,6 +130,20 @@ class Camera:
         self._subscription: Any = None
         self._pullpoint: Any = None
 
+    async def _create(self, awaitable: Awaitable[T]) -> T:
+        """A library call that creates a service. The library opens the service's HTTP session
+        before its ``setup()`` and forgets it when ``setup()`` is cancelled ("Unclosed client
+        session" at exit): on cancellation, let the creation finish (briefly) so that
+        ``close()`` finds and closes the session."""
+        task = asyncio.ensure_future(awaitable)
+        try:
+            return await self._call(asyncio.shield(task))
+        except asyncio.CancelledError:
+            await asyncio.wait({task}, timeout=CREATE_GRACE)
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: nobody needs it now
+            raise
+
     async def _call(self, awaitable: Awaitable[T], *, timeout: float | None = None,
                     fault_reason: str = PROTOCOL) -> T:
         try:
@@ -140,7 +156,7 @@ class Camera:
     async def measure_clock(self) -> float | None:
         """GetSystemDateAndTime (unauthenticated first, as ONVIF allows): the camera's offset
         from our clock in seconds, or None when the camera reports no usable time."""
-        devicemgmt = await self._call(self.device.create_devicemgmt_service())
+        devicemgmt = await self._create(self.device.create_devicemgmt_service())
         sent = time.time()
         try:
             answer = await self._call(devicemgmt.authless_GetSystemDateAndTime())
@@ -164,10 +180,10 @@ class Camera:
         # The library measures the offset again (whole seconds) inside update_xaddrs when
         # adjust_time is on; with a garbage camera clock there is nothing to adjust to.
         self.device.adjust_time = offset is not None
-        await self._call(self.device.update_xaddrs())
+        await self._create(self.device.update_xaddrs())
         if offset is not None:
             self.device.dt_diff = dt.timedelta(seconds=offset)  # services created from now on
-        devicemgmt = await self._call(self.device.create_devicemgmt_service())
+        devicemgmt = await self._create(self.device.create_devicemgmt_service())
         try:
             info = await self._call(devicemgmt.GetDeviceInformation())
             self.info = {k: str(getattr(info, k, "") or "") for k in
@@ -176,7 +192,7 @@ class Camera:
             if err.reason in (UNREACHABLE, AUTH):
                 raise
         if want_profiles:
-            media = await self._call(self.device.create_media_service())
+            media = await self._create(self.device.create_media_service())
             profiles = await self._call(media.GetProfiles())
             self.profiles = [str(p.token) for p in profiles or []]
 
@@ -194,16 +210,16 @@ class Camera:
 
     async def subscribe(self) -> None:
         """CreatePullPointSubscription and the services that pull from and renew it."""
-        events = await self._call(self.device.create_events_service())
+        events = await self._create(self.device.create_events_service())
         answer = await self._call(events.CreatePullPointSubscription({
             "InitialTerminationTime": self.device.get_next_termination_time(self.lifetime),
         }))
         address = answer.SubscriptionReference.Address._value_1
         self.device.xaddrs[PULLPOINT_NS] = self.device.rewrite_url(address)
         self.address = str(address)
-        self._subscription = await self._call(
+        self._subscription = await self._create(
             self.device.create_subscription_service("PullPointSubscription"))
-        self._pullpoint = await self._call(self.device.create_pullpoint_service())
+        self._pullpoint = await self._create(self.device.create_pullpoint_service())
         if self.device.has_broken_relative_time(self.lifetime, answer.CurrentTime,
                                                 answer.TerminationTime):
             answer = await self._call(self._subscription.Renew(

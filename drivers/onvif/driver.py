@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agent.backoff import Backoff
-from agent.driver import ActionError, Conformance, Driver, HealthCheck
+from agent.driver import ActionError, Conformance, Driver, HealthCheck, timestamp
 from agent.units import format_clock
 from drivers.onvif.config import OnvifConfig
 from drivers.onvif.mapping import EventMapper, parse_bool
@@ -118,7 +118,7 @@ class OnvifDriver(Driver):
                 await asyncio.wait({worker}, timeout=0.3)
             if self.fake is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.fake.stop(), 1.0)
+                    await asyncio.wait_for(self.fake.stop(), 0.5)  # the 2 s stop budget
                 self.fake = None
 
     async def _session(self, host: str, port: int, username: str, *,
@@ -135,6 +135,7 @@ class OnvifDriver(Driver):
         # Read for every attempt: a corrected password file needs no agent restart.
         cam = Camera(host, port, username, await self._password(),
                      request_timeout=cfg.request_timeout, lifetime=cfg.subscription_lifetime)
+        self.log.debug("connecting to camera %s:%s as %r", host, port, username or "(anonymous)")
         try:
             await cam.connect(want_profiles=bool(cfg.snapshot_on))
             self._clock(cam.offset)
@@ -147,7 +148,7 @@ class OnvifDriver(Driver):
                           cam.info.get("Manufacturer", "?"), cam.info.get("Model", "?"), host,
                           port, cam.address)
             self._publish(force=True, device=cam.info, last_error=None,
-                          subscription={"address": cam.address, "terminates": cam.terminates})
+                          subscription={"address": cam.address, "terminates": timestamp(cam.terminates)})
             await self._pull_loop(cam, on_live)
         except asyncio.CancelledError:
             if cfg.unsubscribe_on_stop and self.camera is cam:
@@ -220,7 +221,7 @@ class OnvifDriver(Driver):
                     self.counts["camera_time_unusable"] += 1
                 self.emit(mapped.type, mapped.data, time=when)
                 self.counts["events"] += 1
-            self._publish(subscription={"address": cam.address, "terminates": cam.terminates})
+            self._publish(subscription={"address": cam.address, "terminates": timestamp(cam.terminates)})
 
     def _lost(self, reason: str, detail: str) -> None:
         self.set_offline(reason)
@@ -251,7 +252,7 @@ class OnvifDriver(Driver):
         self._last_state = now
         unmapped = dict(self.mapper.unmapped.most_common(20))
         self.update_state(**fields, counts=dict(self.counts), unmapped_topics=unmapped,
-                          last_pull=self._last_pull_ok)
+                          last_pull=timestamp(self._last_pull_ok))
 
     # -- snapshots ----------------------------------------------------------------------------
 

@@ -11,7 +11,16 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from support import AGENT_BIN, AgentProcess, Broker, Subscriber, agent_config, wait_until, write_jsonl
+from support import (
+    AGENT_BIN,
+    AgentProcess,
+    Broker,
+    Subscriber,
+    agent_config,
+    free_port,
+    wait_until,
+    write_jsonl,
+)
 
 
 def replay(tmp, events, **kw):
@@ -49,12 +58,31 @@ def test_tail_prints_one_readable_line_per_event(tmp_path, broker, agents):
     assert "r1" in alarm and "direction=out" in alarm and "level=3" in alarm and "[exit1]" in alarm
 
 
+def test_tail_raw_is_json_lines_with_retained_payloads_whole(tmp_path, broker, agents):
+    agent = AgentProcess(tmp_path / "a", agent_config(tmp_path, broker, replay(
+        tmp_path, [{"type": "door.opened", "delay": 0.5}], loop=True, rate=2)))
+    agents.append(agent)
+    agent.start(wait_connected=True)
+    wait_until(lambda: agent.run_cli("status").returncode == 0, 10, "the agent healthy")
+    result = agent.run_cli("tail", "--raw", "-n", "2", "--timeout", "20")
+    agent.stop()
+    assert result.returncode == 0, result.stderr
+    messages = [json.loads(line) for line in result.stdout.splitlines()]  # every line is JSON
+    status = next(m for m in messages if m["topic"] == "retail/t1/agent/status")
+    assert status["retained"] is True and status["payload"]["storeid"] == "t1"
+    assert len(json.dumps(status["payload"])) > 200  # whole, not cut at 200 characters
+    events = [m for m in messages if "/events/" in m["topic"]]
+    assert len(events) == 2 and all(m["payload"]["type"] == "door.opened" for m in events)
+    plain = agent.run_cli("tail", "--timeout", "2")  # the retained messages arrive at once
+    assert "state of" not in plain.stdout and "agent status updated" not in plain.stdout
+
+
 def test_schema_is_json_with_every_type(tmp_path):
     out = subprocess.run([AGENT_BIN, "schema"], capture_output=True, text=True, check=True).stdout
     schema = json.loads(out)
     assert {"eas.alarm", "door.forced", "selftest.step", "agent.events_dropped"} <= set(
-        schema["data"])
-    assert schema["envelope"]["properties"]["seq"]["minimum"] == 1
+        schema["$defs"])
+    assert schema["properties"]["seq"]["minimum"] == 1
 
 
 def test_status_of_a_running_agent_and_exit_3_when_not_running(tmp_path, broker, agents):
@@ -162,3 +190,30 @@ def test_client_certificate_is_required_and_used(tmp_path, agents):
         sub.close()
     finally:
         broker.stop()
+
+
+def test_debug_log_tells_support_what_happens_and_never_a_secret(tmp_path, broker, agents):
+    secret = "s3cr3t-Pa55word"
+    (tmp_path / "mqtt.pass").write_text(secret + "\n")
+    cfg = agent_config(tmp_path, broker, {"plc": {
+        "driver": "modbus", "host": "127.0.0.1", "tcp_port": free_port(), "timeout": "200ms",
+        "retries": 0, "reconnect_min": "100ms", "reconnect_max": "200ms",
+        "registers": [{"name": "alarms", "table": "input", "address": 0,
+                       "on_increment": {"type": "eas.alarm", "data": {"direction": "out"}}}]}})
+    cfg["agent"]["log_level"] = "debug"
+    cfg["mqtt"].update(username="store", password_file=str(tmp_path / "mqtt.pass"))
+    agent = AgentProcess(tmp_path / "a", cfg)
+    agents.append(agent)
+    agent.start(wait_connected=True)
+    agent.run_cli("sim", "gpio", "nosuch", "on")  # a refused control request
+    assert agent.run_cli("status").returncode == 1  # the controller is down
+    wait_until(lambda: agent.output().count("DEBUG drivers.modbus: still offline") >= 2, 10,
+               "retries in the debug log")
+    assert agent.stop() == 0
+    log = agent.output()
+    assert "DEBUG drivers.modbus: connecting to 127.0.0.1:" in log  # each attempt
+    assert "WARNING drivers.modbus: offline: cannot connect to 127.0.0.1:" in log  # once
+    assert "DEBUG agent.control: control request status" in log
+    assert "DEBUG agent.control: control request status answered ok in" in log
+    assert "DEBUG agent.control: control request refused: no device 'nosuch'" in log
+    assert secret not in log

@@ -36,8 +36,12 @@ def test_pedestal_lines_arrive_as_events_through_unplug_and_replug(tmp_path, bro
         pair.stop()
         offline = subscriber.wait_events(1, "device.offline")[0]
         assert offline["data"]["reason"].startswith("port lost")
+        # reopening fails meanwhile: the retained state says so, with no second device.offline
+        wait_until(lambda: "cannot open" in (_state(subscriber) or {}).get("reason", ""), 10,
+                   "the later reason in the retained state")
         pair.start()
         subscriber.wait_events(2, "device.online")
+        assert len(subscriber.events("device.offline")) == 1, "one device.offline per outage"
         PedestalSimulator.for_profile("pipe-events", UrlLink(str(pair.pedestal_end))).alarm(
             direction="in")
         later = subscriber.wait_events(2, "eas.alarm")[1]
@@ -49,6 +53,12 @@ def test_pedestal_lines_arrive_as_events_through_unplug_and_replug(tmp_path, bro
         assert state["port_open"] is True
         assert agent.proc.poll() is None  # the agent never restarted
         assert agent.stop() == 0
+        # the journal: each change of the device's state once, with its reason and duration
+        journal = agent.output()
+        assert journal.count("drivers.eas_serial: offline: port lost") == 1, journal
+        assert journal.count("drivers.eas_serial: online again after") == 1, journal
+        assert "offline (port lost" not in journal  # the reason shown is the last one
+        assert "offline (cannot open" in journal
         for msg in subscriber.messages:
             if "/events/exit1-eas/" in msg.topic:
                 parse_envelope(msg.payload)

@@ -63,6 +63,23 @@ def test_the_demo_store_config_is_valid():
         assert part in result.stdout
 
 
+def test_the_demo_replay_is_plainly_another_exit_than_the_simulated_one():
+    """A first-time viewer must not see exit 1's door.opened twice: once from the recording."""
+    from agent.config import load_config
+
+    config = load_config(ROOT / "demo" / "agent.toml")
+    replays = [d for d in config.devices.values() if d.driver.name == "replay"]
+    assert replays
+    exit1 = set(config.exits["exit1"].devices().values())
+    for dev in replays:
+        assert dev.id not in exit1 and dev.exit is None
+        lines = [json.loads(line) for line in dev.config.file.read_text().splitlines()
+                 if line.strip() and not line.startswith("#")]
+        subjects = {line.get("subject") for line in lines}
+        assert subjects == {"exit2"}, subjects  # every replayed event names its own exit
+        assert dev.id.startswith("exit2-")
+
+
 def sim(agent: AgentProcess, *args: str) -> dict:
     result = agent.run_cli("sim", "gpio", *args)
     assert result.returncode == 0, result.stderr

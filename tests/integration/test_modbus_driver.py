@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import threading
 import tomllib
@@ -107,9 +108,12 @@ async def test_server_down_and_up_counts_what_happened_meanwhile(tmp_path, ctl):
         offline = await h.wait_for("device.offline")
         assert str(ctl.port) in offline["data"]["reason"]
         assert not (await h.driver.health())[0].ok
+        # "connection lost", then reconnecting fails: the later reason goes into the state only
+        await h.wait_state(lambda s: "cannot connect" in s.get("reason", ""))
         await ctl.start()  # same counters: a network outage, not a reboot
         await ctl.alarm("out", 2)
         await h.wait_for("device.online", count=2)
+        assert len(h.of_type("device.offline")) == 1, "one device.offline per outage"
         await h.wait_for("eas.alarm", count=2)
         assert (await h.driver.health())[0].ok
 
@@ -184,6 +188,9 @@ async def test_simulate_mode_alarm_reaches_the_driver_through_modbus(tmp_path):
         await h.wait_for("eas.alarm", count=2, where=lambda e: e["data"]["direction"] == "in")
         with pytest.raises(ValueError, match="unknown command"):
             await h.driver.simulate("explode", {})
+        with pytest.raises(ValueError) as bad:  # what `agent sim ... count=abc` prints
+            await h.driver.simulate("alarm", {"count": "abc"})
+        assert str(bad.value) == "alarm: count='abc' is not a whole number (e.g. count=1)"
 
 
 def test_modbus_end_to_end_through_agent_and_broker(tmp_path, broker, subscriber, agents):
@@ -211,3 +218,50 @@ def test_modbus_end_to_end_through_agent_and_broker(tmp_path, broker, subscriber
         assert agent.stop() == 0
     finally:
         ctl.close()
+
+
+async def test_counts_made_while_the_agent_was_down_become_events(tmp_path, ctl, caplog):
+    caplog.set_level("INFO", logger="drivers.modbus")
+    async with polling(ctl.port, tmp_path) as h:
+        await ctl.alarm("out", 1)
+        await h.wait_for("eas.alarm")
+    saved = json.loads((tmp_path / "data" / "devices" / "dev1" / "counters.json").read_text())
+    assert saved["counters"]["alarms_out"]["value"] == 1
+    await ctl.alarm("out", 3)  # counted by the controller during the agent's upgrade
+    await ctl.people(5, 0)
+    async with DriverHarness("modbus", options(ctl.port), tmp_path=tmp_path) as h:
+        await h.wait_for("eas.alarm", count=3)
+        people = await h.wait_for("eas.people_count")
+        await settled(h)
+        assert alarms(h) == 3 and people["data"]["in"] == 5
+    assert "alarms_out: 3 counted while the agent was not running (1 -> 4)" in caplog.text
+
+    await ctl.restart()  # rebooted while the agent was down: back to 0, then 2 alarms
+    await ctl.alarm("out", 2)
+    caplog.clear()
+    async with DriverHarness("modbus", options(ctl.port), tmp_path=tmp_path) as h:
+        await h.wait_for("eas.alarm", count=2)
+        await settled(h)
+        assert alarms(h) == 2  # 4 -> 2 went backwards: a reset, the 2 since are counted
+        assert h.driver.state["last_counter_event"]["kind"] == "restart"
+    assert "alarms_out: controller restarted or counter reset, counted 2" in caplog.text
+
+
+async def test_a_replaced_controller_counts_from_zero_within_max_step(tmp_path, ctl, caplog):
+    async with polling(ctl.port, tmp_path) as h:
+        await ctl.alarm("out", 7)
+        await h.wait_for("eas.alarm", count=7)
+    other = await EasController().start()  # the unit swapped for another, at a new address
+    try:
+        await other.alarm("out", 2)
+        await other.set_counter("alarm_in", 5000)  # a used unit: more than max_step
+        caplog.set_level("INFO", logger="drivers.modbus")
+        async with DriverHarness("modbus", options(other.port), tmp_path=tmp_path) as h:
+            await h.wait_for("eas.alarm", count=2)
+            await settled(h)
+            assert alarms(h) == 2 and alarms(h, "in") == 0
+        assert "counters were saved for another controller (127.0.0.1:" in caplog.text
+        assert "taken as a reset" in caplog.text
+        assert "jumped by more than max_step" in caplog.text  # alarms_in: 0 -> 5000
+    finally:
+        await other.stop()

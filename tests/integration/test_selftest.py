@@ -137,11 +137,15 @@ def test_a_dead_pedestal_fails_at_the_stimulus_with_a_detail_a_technician_unders
     assert "no eas.alarm from exit1-eas within 1 s of energising test tag exit1-testtag" in \
         table["alarm"]
     assert "the pedestal did not detect the tag" in table["alarm"]
+    assert "(waited 2 s, to tell a late alarm from none)" in table["alarm"]  # 1 s + as much
     assert table["link eas"].startswith("pass")  # the input is fine: the pedestal is not
     assert table["restore"].startswith("pass")
     assert "exit1: FAIL" in result.stdout
     failed = subscriber.wait_events(1, "selftest.failed")[0]
     assert "alarm" in failed["data"]["summary"]
+    status = agent.run_cli("status")  # broker and devices are fine; the exit is not
+    assert status.returncode == 1, status.stdout + status.stderr
+    assert status.stdout.splitlines()[-1] == "attention: exit exit1: last self-test FAIL"
     assert agent.stop() == 0
 
 
@@ -209,6 +213,29 @@ def test_in_process_when_no_service_runs(tmp_path, broker, subscriber):
     passed = subscriber.wait_events(1, "selftest.passed")[0]
     assert passed["data"]["run_id"] == report["run_id"]
     assert not subscriber.events("agent.started")  # not the service starting
+
+
+def test_in_process_run_keeps_log_noise_out_of_the_terminal(tmp_path):
+    """Broker down, a simulated camera started and stopped with the run: the terminal shows the
+    table and the verdict; the agent's log (broker unreachable...) goes to a file, named."""
+    devices = {**exit1(), "cam": {"driver": "onvif", "simulate": True, **FAST_CAM}}
+    cfg = agent_config(tmp_path, None, devices, exits={"exit1": {  # no broker listens
+        "eas": "exit1-eas", "door": "exit1-door", "test_tag": "exit1-testtag"}})
+    path = tmp_path / "agent.toml"
+    from agent.testing import write_config
+
+    write_config(path, cfg)
+    result = subprocess.run([AGENT_BIN, "--config", str(path), "selftest"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    terminal = result.stdout + result.stderr
+    for noise in ("ERROR", "WARNING", "Unclosed", "did not stop", "Traceback", "retrying in"):
+        assert noise not in terminal, terminal
+    table = rows(result.stdout)
+    assert table["broker"].startswith("warn") and table["alarm"].startswith("pass")
+    log_path = Path(cfg["agent"]["data_dir"]) / "selftest" / "in-process.log"
+    assert result.stderr.splitlines()[-1].startswith(f"the agent's log of this run: {log_path}")
+    assert "ERROR agent.publisher: broker 127.0.0.1" in log_path.read_text()
 
 
 def test_no_test_tag_is_incomplete_not_pass(tmp_path, broker, agents):

@@ -130,3 +130,16 @@ def test_clean_close_or_full_sync_continues_without_gap(tmp_path):
     buf = make(tmp_path, synchronous="normal")
     assert buf.reset_report is None
     assert buf.commit([pending()])[0][0]["seq"] == 4
+
+
+def test_a_full_buffer_never_drops_its_own_drop_reports(tmp_path):
+    # Alarms only: when the buffer is full of them, they go oldest first, but the reports that
+    # name earlier drops stay, or those seqs would become losses nobody announced.
+    buf = make(tmp_path, max_bytes=4000)
+    reports = []
+    for i in range(40):
+        committed, _ = buf.commit([pending("eas.alarm", i) for _ in range(5)])
+        reports += [e["seq"] for e in committed if e["type"] == "agent.events_dropped"]
+    assert len(reports) > 3
+    kept = {r.seq for r in buf.fetch(0, 10_000)}
+    assert set(reports) <= kept

@@ -12,6 +12,7 @@ from agent.config import (
     BufferSection,
     ExitSection,
     GpioSection,
+    HomeAssistantSection,
     MetricsSection,
     MqttSection,
     Settings,
@@ -48,6 +49,7 @@ def test_every_section_is_in_the_example(section):
 @pytest.mark.parametrize(("section", "model"), [
     ("agent", AgentSection), ("gpio", GpioSection), ("mqtt", MqttSection),
     ("buffer", BufferSection), ("metrics", MetricsSection), ("exits", ExitSection),
+    ("homeassistant", HomeAssistantSection),
 ])
 def test_every_key_is_in_the_example(section, model):
     text = EXAMPLE.read_text()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 
-from agent.status import RateMeter, render_status, summary_line
+from agent.status import RateMeter, format_moment, problems, render_status, summary_line
 
 
 class Clock:
@@ -64,3 +67,36 @@ def test_agent_status_shows_the_publish_rate_and_device_health():
     assert "published 1234 (12.3/s)" in text
     assert "exit1-door" in text
     assert "OFFLINE (pin busy)  restarts 2" in text
+
+
+def test_status_names_what_needs_attention_and_a_failed_selftest():
+    status = _status()
+    status["last_selftest"] = {
+        "exit1": {"result": "fail", "summary": "no alarm", "finished": "2026-12-03T06:01:02.000Z",
+                  "trigger": "schedule"},
+        "exit2": {"result": "pass", "summary": "ok", "finished": "2026-12-03T06:01:02.000Z",
+                  "trigger": "cli"},
+    }
+    status["selftest_schedule"] = {"exit1": {"schedule": "0 6 * * *",
+                                             "next": "2026-12-04T06:00:00+00:00"}}
+    assert problems(status) == ["device exit1-door offline", "exit exit1: last self-test FAIL"]
+    text = render_status(status)
+    assert text.splitlines()[-1] == ("attention: device exit1-door offline; exit exit1: last "
+                                     "self-test FAIL")
+    # one format for every moment: local date and time
+    local = [format_moment(v) for v in ("2026-12-03T06:01:02.000Z", "2026-12-04T06:00:00+00:00")]
+    assert f"FAIL {local[0]} (schedule)" in text and f"next {local[1]} (0 6 * * *)" in text
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", m) for m in local)
+    epoch = 1796277664.0  # 2026-12-03T06:01:04Z
+    assert format_moment(epoch) == format_moment("2026-12-03T06:01:04Z") == \
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def test_status_explains_an_unsynchronised_clock_and_says_all_well():
+    status = _status(connected=True)
+    status["devices"].pop("exit1-door")
+    text = render_status(status)
+    assert text.splitlines()[-1] == "all well" and problems(status) == []
+    status["clocksynced"] = False
+    assert "NOT NTP-synchronised: events carry clocksynced=false (`agent tail` marks them " \
+           "clock?)" in render_status(status)

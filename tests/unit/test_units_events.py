@@ -82,6 +82,6 @@ def test_priorities_keep_alarms_longest():
 
 def test_schema_covers_every_type():
     schema = json_schema()
-    assert "seq" in schema["envelope"]["properties"]
-    assert "in" in schema["data"]["eas.people_count"]["properties"]
+    assert "seq" in schema["properties"]
+    assert "in" in schema["$defs"]["eas.people_count"]["properties"]
     json.dumps(schema)

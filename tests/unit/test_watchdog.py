@@ -143,6 +143,21 @@ async def test_start_sends_ready_and_stop_sends_stopping(abstract_socket):
     assert abstract_socket.recv()["STOPPING"] == "1"
 
 
+async def test_status_follows_a_broker_or_device_change_at_once(abstract_socket):
+    notifier = Notifier({"NOTIFY_SOCKET": abstract_socket.env})  # no watchdog: 10 s ticks
+    state = {"connected": False}
+    watch = ServiceWatch(notifier, [], lambda: "broker " + (
+        "connected" if state["connected"] else "DISCONNECTED"), lambda: state["connected"])
+    assert watch.tick == 10.0
+    watch.start()
+    assert abstract_socket.recv()["STATUS"] == "broker DISCONNECTED"
+    state["connected"] = True
+    started = time.monotonic()
+    assert await asyncio.to_thread(abstract_socket.recv) == {"STATUS": "broker connected"}
+    assert time.monotonic() - started < 2.0  # not at the next 10 s tick
+    watch.stop()
+
+
 async def test_supervisor_reports_driver_tasks_that_are_gone(tmp_path):
     rec = tmp_path / "rec.jsonl"
     rec.write_text('{"type": "door.opened", "data": {}}\n')
