@@ -39,6 +39,10 @@ MAX_RESPONSES = 256
 SELECT_TIMEOUT = 1.0
 """The loop goes round at least this often (keepalive, heartbeat, stop)."""
 STOP_FLUSH = 3.0
+STABLE_AFTER = 10.0
+"""A connection lost sooner than this after being accepted does not reset the backoff: a broker
+that closes at once (RabbitMQ when its access control refuses a subscription) is not retried in
+a loop."""
 
 
 def _properties(content_type: str) -> Properties:
@@ -120,6 +124,7 @@ class Publisher:
         self._denied: str | None = None  # a publish the broker's access control refused
         self._refused_mids: list[tuple[int, str]] = []
         self._probe: EchoProbe | None = None
+        self._accepted_at = 0.0
         self._subscriptions: dict[int, str] = {}  # mid -> topic, until its SUBACK
         self._acked_mids: list[int] = []
         self._retained: dict[str, bytes] = {}
@@ -248,7 +253,13 @@ class Publisher:
             if outcome == "lost":
                 # Back to the preferred broker, after a delay spread over [0, reconnect_min]:
                 # a fleet that lost one broker together does not come back together.
-                backoff.reset()
+                lasted = time.monotonic() - self._accepted_at
+                if lasted >= STABLE_AFTER:
+                    backoff.reset()
+                else:
+                    message += (f" {lasted:.1f} s after it accepted it (a broker closes at once "
+                                "when its access control refuses a subscription or a publish: "
+                                "check agent.store_id and the broker's ACL for this store)")
                 self.reconnects += 1
                 index, refused_in_round = 0, False
                 self._fail(message, backoff.next())
@@ -398,6 +409,7 @@ class Publisher:
         log.info("connected to broker %s", self.broker)
         self.last_error = None
         self.connected_since = time.time()
+        self._accepted_at = time.monotonic()
         self.refusal = None
         self._probe = None
         if self.mqtt.protocol == "3.1.1":  # subscribed before the publish it is to echo

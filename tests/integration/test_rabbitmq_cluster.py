@@ -17,7 +17,15 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
-from support import Subscriber, free_port, start_failover_agent, wait_until, write_jsonl
+from support import (
+    AgentProcess,
+    Subscriber,
+    agent_config,
+    free_port,
+    start_failover_agent,
+    wait_until,
+    write_jsonl,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -94,8 +102,9 @@ class RabbitNode:
         self.proc = None
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[RabbitNode, RabbitNode]]:
+@contextlib.contextmanager
+def rabbit_nodes(tmp_path: Path, *names: str) -> Iterator[tuple[RabbitNode, ...]]:
+    """Nodes booted side by side (not clustered), stopped afterwards with their epmd."""
     ensure_rabbitmq()
     home = tmp_path / "rabbit-home"  # the shared cookie, for the nodes and rabbitmqctl
     home.mkdir()
@@ -104,17 +113,12 @@ def cluster(tmp_path: Path) -> Iterator[tuple[RabbitNode, RabbitNode]]:
     cookie.chmod(0o400)
     epmd_port = free_port()  # our own epmd, so that nothing stays behind on the shared one
     env = {**os.environ, "HOME": str(home), "ERL_EPMD_PORT": str(epmd_port)}
-    nodes = (RabbitNode(tmp_path, "fleet1", env), RabbitNode(tmp_path, "fleet2", env))
+    nodes = tuple(RabbitNode(tmp_path, name, env) for name in names)
     try:
         for node in nodes:
             node.start()
         for node in nodes:
             node.wait_booted()
-        second = nodes[1]
-        second.ctl("stop_app")
-        second.ctl("join_cluster", nodes[0].name)
-        second.ctl("start_app")
-        second.ctl("await_startup", "--timeout", "60", timeout=70)
         yield nodes
     finally:
         for node in nodes:
@@ -123,6 +127,17 @@ def cluster(tmp_path: Path) -> Iterator[tuple[RabbitNode, RabbitNode]]:
         if epmd:
             subprocess.run([epmd, "-port", str(epmd_port), "-kill"], env=env,
                            capture_output=True, check=False)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[RabbitNode, ...]]:
+    with rabbit_nodes(tmp_path, "fleet1", "fleet2") as nodes:
+        second = nodes[1]
+        second.ctl("stop_app")
+        second.ctl("join_cluster", nodes[0].name)
+        second.ctl("start_app")
+        second.ctl("await_startup", "--timeout", "60", timeout=70)
+        yield nodes
 
 
 def test_stopping_the_node_in_use_moves_the_agent_with_no_seq_gap(tmp_path, cluster, agents):
@@ -153,3 +168,29 @@ def test_stopping_the_node_in_use_moves_the_agent_with_no_seq_gap(tmp_path, clus
         print(f"moved to node 2 {moved_after:.1f} s after node 1 was told to stop")
     finally:
         sub.close()
+
+
+def test_topic_permissions_refusal_is_named_and_not_retried_in_a_loop(tmp_path, agents):
+    # RabbitMQ 3.10 has no MQTT 5 reason codes: it closes the connection when its topic
+    # permissions refuse a subscription (or a publish), right after accepting it.
+    with rabbit_nodes(tmp_path, "acl1") as (node,):
+        node.ctl("add_user", "t1", "s1")
+        node.ctl("set_permissions", "-p", "/", "t1", ".*", ".*", ".*")
+        node.ctl("set_topic_permissions", "-p", "/", "t1", "amq.topic",
+                 r"^retail\.{username}\..*",
+                 r"^retail\.{username}\.agent\.(request\..*|availability)$")
+        (tmp_path / "pw").write_text("s1\n")
+        cfg = agent_config(tmp_path, None, {}, mqtt={
+            "protocol": "3.1.1", "username": "t1", "password_file": str(tmp_path / "pw"),
+            "reconnect_min": "1s", "reconnect_max": "8s"})
+        cfg["mqtt"]["port"] = node.port
+        cfg["agent"]["store_id"] = "t2"  # another store's id
+        agent = AgentProcess(tmp_path / "a", cfg)
+        agents.append(agent)
+        agent.start(wait_connected=True, timeout=30)
+        time.sleep(12)
+        out = agent.output()
+        assert "s after it accepted it (a broker closes at once when its access control " \
+            "refuses a subscription or a publish: check agent.store_id" in out
+        # growing backoff: a handful of attempts in 12 s, not one every half second
+        assert 2 <= out.count("connected to broker") <= 10, out[-3000:]
