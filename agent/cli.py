@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.config import ENV_PREFIX, AgentSection, Config, config_path, load_config
+from agent.config import ENV_PREFIX, AgentSection, Config, check_host, config_path, load_config
 from agent.errors import ConfigError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -68,6 +68,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _load(args)
     logs.setup(args.log_level or config.settings.agent.log_level)
+    for warning in check_host(config):  # a fatal problem: ConfigError, exit 2
+        logging.getLogger("agent.config").warning("%s", warning)
     try:
         return asyncio.run(Agent(config).run())
     except InstanceLocked as err:
@@ -76,6 +78,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     config = _load(args)
+    for warning in check_host(config):
+        print(f"warning: {warning}", file=sys.stderr)
     print(config.summary())
     return EXIT_OK
 
@@ -320,6 +324,20 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r["result"] == "pass" for r in reports) else EXIT_FAIL
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    from agent.commands import CommandError
+    from agent.errors import ControlError
+    from agent.web import cli
+
+    try:
+        cli.run(args, _control_socket(args))
+    except ControlError as err:
+        return _refused(args, err, EXIT_UNREACHABLE)
+    except (CommandError, ValueError) as err:
+        return _refused(args, err, EXIT_USAGE)
+    return EXIT_OK
+
+
 def _selftest_in_process(args: argparse.Namespace, config: Config, show: Any, terminal: Any,
                          announce: Callable[[], None]) -> tuple[list[dict[str, Any]], str]:
     """Run the self-tests here; the agent's log goes to a file, not into the table.
@@ -442,6 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the reports as JSON")
     p.add_argument("--junit", metavar="FILE", help="also write the results as JUnit XML")
     p.set_defaults(func=cmd_selftest)
+
+    from agent.web.cli import add_parser as add_web_parser
+
+    add_web_parser(sub).set_defaults(func=cmd_web)
 
     p = sub.add_parser("schema", help="print the JSON Schema (2020-12) that validates an event")
     p.set_defaults(func=cmd_schema)

@@ -219,28 +219,75 @@ class BufferSection(_Section):
         return value
 
 
+def _host_port(value: str) -> str:
+    if value:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError("expected HOST:PORT such as '127.0.0.1:9108' or '[::1]:9108'")
+    return value
+
+
+Listen = Annotated[str, AfterValidator(_host_port)]
+"""``HOST:PORT`` to serve on; empty: off."""
+
+
+def listen_address(listen: str) -> tuple[str, int] | None:
+    """(host, port) of a ``Listen`` value, or None when it is empty (off)."""
+    if not listen:
+        return None
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 class MetricsSection(_Section):
-    listen: str = Field(
+    listen: Listen = Field(
         default="", description="HOST:PORT of the Prometheus endpoint, e.g. 127.0.0.1:9108 (port "
         "0: any free port, logged); empty (the default) turns it off",
     )
 
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        if value:
-            host, sep, port = value.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-                raise ValueError("expected HOST:PORT such as '127.0.0.1:9108' or '[::1]:9108'")
-        return value
-
     @property
     def address(self) -> tuple[str, int] | None:
         """(host, port) to listen on, or None when metrics are off."""
-        if not self.listen:
-            return None
-        host, _, port = self.listen.rpartition(":")
-        return host.strip("[]"), int(port)
+        return listen_address(self.listen)
+
+
+class WebSection(_Section):
+    """The local web page (agent/web, docs/web.md); off while ``listen`` is empty."""
+
+    listen: Listen = Field(
+        default="", description="HOST:PORT of the web page, always HTTPS, e.g. 0.0.0.0:8443 (port "
+        "0: any free port, logged); empty (the default) turns it off",
+    )
+    url: str = Field(
+        default="", description="the address phones use, e.g. https://lp-pi.store.lan:8443, for "
+        "pairing links; empty: https://<this host's address>:<port>",
+    )
+    cert_file: ConfigPath | None = None
+    key_file: ConfigPath | None = None
+    session_ttl: Duration = Field(default=12 * 3600.0, description="a paired phone's session "
+                                  "ends this long after pairing")
+    max_pages: int = Field(default=50, ge=1, le=1000, description="live pages (event streams) "
+                           "open at once")
+
+    @field_validator("url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https://[^/\s]+/?", value):
+            raise ValueError("expected https://HOST[:PORT], e.g. 'https://lp-pi.store.lan:8443' "
+                             "(the page is HTTPS only)")
+        return value
+
+    @model_validator(mode="after")
+    def _pair(self) -> WebSection:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (or neither: a self-signed "
+                             "certificate is made in data_dir)")
+        return self
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to listen on, or None when the page is off."""
+        return listen_address(self.listen)
 
 
 class HomeAssistantSection(_Section):
@@ -324,6 +371,7 @@ class Settings(BaseSettings):
     mqtt: MqttSection = MqttSection()
     buffer: BufferSection = BufferSection()
     metrics: MetricsSection = MetricsSection()
+    web: WebSection = WebSection()
     homeassistant: HomeAssistantSection = HomeAssistantSection()
     devices: dict[str, dict[str, Any]] = {}
     exits: dict[str, ExitSection] = {}
@@ -567,6 +615,29 @@ def load_config(
         json.dumps(settings.model_dump(mode="json"), sort_keys=True).encode()
     ).hexdigest()[:12]
     return Config(path=path, settings=settings, devices=devices, drivers=drivers, hash=digest)
+
+
+def check_host(config: Config) -> list[str]:
+    """Ask each driver what this machine lacks for its devices (``Driver.check_host``); return
+    the warnings, one line each naming the file and the devices (one line for a problem that
+    several devices share).
+
+    Raises:
+        ConfigError: with every fatal problem (a GPIO library that is not installed...).
+    """
+    by_driver: dict[type[Driver], dict[str, DriverConfig]] = {}
+    for dev in config.devices.values():
+        by_driver.setdefault(dev.driver, {})[dev.id] = dev.config
+    found: dict[tuple[bool, str], list[str]] = {}
+    for cls, configs in by_driver.items():
+        for problem in cls.check_host(config.settings, configs):
+            found.setdefault((problem.fatal, problem.message), []).append(problem.device_id)
+    lines = {key: f"{config.path}: {', '.join(f'devices.{d}' for d in ids)}: {key[1]}"
+             for key, ids in found.items()}
+    errors = [line for (fatal, _), line in lines.items() if fatal]
+    if errors:
+        raise ConfigError(errors)
+    return list(lines.values())
 
 
 def read_secret(path: Path | None, what: str) -> str:

@@ -26,6 +26,8 @@ __all__ = [
     "DriverConfig",
     "DriverContext",
     "HealthCheck",
+    "HostProblem",
+    "missing_serial_port",
     "timestamp",
 ]
 
@@ -71,6 +73,30 @@ class HealthCheck:
     name: str
     ok: bool
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class HostProblem:
+    """Something this machine lacks for a configured device (``Driver.check_host``).
+
+    ``fatal``: the device cannot work here as configured (no GPIO library): ``agent config
+    check`` and ``agent run`` exit 2. Otherwise a warning: it may be fine later (a USB serial
+    adapter that is not plugged in yet).
+    """
+
+    device_id: str
+    message: str
+    fatal: bool = True
+
+
+def missing_serial_port(device_id: str, port: str | None) -> list[HostProblem]:
+    """A warning when ``port`` is a device path (not a ``socket://``-style URL) that does not
+    exist now. Not fatal: the driver waits for an adapter that is plugged in later."""
+    if not port or "://" in port or Path(port).exists():
+        return []
+    return [HostProblem(device_id, f"serial port {port} does not exist now; the agent waits for "
+                        "it (check the cable and the name: ls -l /dev/serial/by-id/ "
+                        "/dev/serial/by-path/; docs/service.md, serial ports)", fatal=False)]
 
 
 @dataclass(frozen=True)
@@ -178,6 +204,16 @@ class Driver:
         """When the current outage began (``since`` in the state is text)."""
         self._state: dict[str, Any] = {"online": False, "since": None}
         self._conditions: dict[str, tuple[float, str]] = {}
+
+    @classmethod
+    def check_host(cls, settings: Settings, devices: Mapping[str, DriverConfig]) -> list[HostProblem]:
+        """What this machine lacks for ``devices`` (this driver's, by id), asked by ``agent config
+        check`` and before ``agent run`` starts. It must not claim the hardware (the service may
+        hold it) nor take more than a moment. The default warns about serial ports (the
+        ``serial:<port>`` resources of ``DriverConfig.resources``) that do not exist now."""
+        return [problem for device_id, config in devices.items() for res in config.resources()
+                if res.startswith("serial:")
+                for problem in missing_serial_port(device_id, res.removeprefix("serial:"))]
 
     async def run(self) -> None:
         """Talk to the hardware until cancelled. Must stop within 2 s of cancellation."""

@@ -114,7 +114,7 @@ class _SelftestOf(_Data):
 
 
 class SelftestRun(_SelftestOf):
-    trigger: str | None = Field(default=None, description="cli, schedule or remote")
+    trigger: str | None = Field(default=None, description="cli, schedule, remote or web")
 
 
 class SelftestOutcome(SelftestRun):

@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from agent import __version__
+from agent.health import HealthCollector
 
 if TYPE_CHECKING:
     from agent.runtime import Agent
@@ -160,6 +161,7 @@ class Metrics:
         disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(AgentCollector(agent))
+        self.registry.register(HealthCollector(agent.health, PREFIX))
         ProcessCollector(registry=self.registry)  # process_cpu_seconds, memory, fds, start time
         self.latency = Histogram(
             f"{PREFIX}_publish_latency_seconds",

@@ -58,7 +58,8 @@ class Pipeline:
         self._acks: list[int] = []
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._listeners: list[Listener] = []
+        self._listeners: tuple[Listener, ...] = ()
+        """Replaced whole on every change: the writer thread iterates it without a lock."""
         self._test_devices: set[str] = set()
         self._idle = threading.Event()
         self._idle.set()
@@ -184,8 +185,14 @@ class Pipeline:
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(envelope)`` for every committed event (on the writer thread)."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
+        with self._lock:
+            self._listeners = (*self._listeners, listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._listeners = tuple(x for x in self._listeners if x is not listener)
+
+        return unsubscribe
 
     def set_test_devices(self, devices: set[str], active: bool) -> None:
         """Mark events of ``devices`` as ``test=true`` while a self-test runs at their exit."""
@@ -398,7 +405,7 @@ class Pipeline:
         for env in committed:
             self.emitted[(env["deviceid"], env["type"])] += 1
         self.on_commit()
-        for listener in list(self._listeners):
+        for listener in self._listeners:
             for env in committed:
                 try:
                     listener(env)

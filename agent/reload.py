@@ -14,7 +14,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
-from agent.config import Config, load_config
+from agent.config import Config, check_host, load_config
 from agent.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -26,9 +26,10 @@ __all__ = ["RESTART_ONLY", "Changes", "diff", "effective", "reload"]
 log = logging.getLogger(__name__)
 
 RESTART_ONLY = {"agent": ("store_id", "data_dir", "control_socket"),
-                "buffer": ("synchronous", "hold_max", "reserve")}
+                "buffer": ("synchronous", "hold_max", "reserve"),
+                "web": ("listen", "url", "cert_file", "key_file", "session_ttl", "max_pages")}
 """Keys a running agent cannot change: its identity, its files, how the buffer was opened and
-sized its hold and disk reserve."""
+sized its hold and disk reserve; the web page's server and its sessions."""
 SECTIONS = ("agent", "gpio", "mqtt", "buffer", "metrics")
 """Sections compared as a whole; ``devices`` and ``exits`` are compared table by table."""
 REMOVED = "removed from the configuration"
@@ -95,6 +96,9 @@ async def reload(agent: Agent) -> Changes | None:
     log.info("SIGHUP: reloading the configuration from %s", old.path)
     try:
         new = await asyncio.to_thread(load_config, old.path)
+        # and what this machine lacks for it, as `agent config check` and `agent run` ask
+        for warning in await asyncio.to_thread(check_host, new):
+            log.warning("%s", warning)
     except ConfigError as err:
         log.error("configuration reload refused: the agent runs on with the configuration it "
                   "has (hash %s); what `agent config check` says:", old.hash)

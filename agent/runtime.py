@@ -16,7 +16,9 @@ from agent.commands import CommandError, Commands, parse_request
 from agent.config import Config, Device
 from agent.control import ANSWERS_KEY, PROGRESS_KEY, ControlServer
 from agent.driver import ActionError, Driver
+from agent.errors import ConfigError
 from agent.events import rfc3339
+from agent.health import HostHealth
 from agent.homeassistant import discovery_messages
 from agent.instance import InstanceLock
 from agent.metrics import Metrics
@@ -27,6 +29,7 @@ from agent.selftest.schedule import SelftestSchedule
 from agent.status import RateMeter
 from agent.supervisor import Supervisor
 from agent.watchdog import ServiceWatch
+from agent.web import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +73,12 @@ class Agent:
         self.supervisor = Supervisor(self.drivers)
         self.control = ControlServer(settings.agent.control_socket, self.commands)
         self.selftests = Selftests(self)
+        self.web = WebServer(self)
+        self.commands.register("web", self.web.command)
         self.schedule = SelftestSchedule(self.selftests, config.exits)
         self.publish_rate = RateMeter()
+        self.health = HostHealth(settings.agent.data_dir)
+        self._health_warnings: set[str] = set()
         self._stop = asyncio.Event()
         self._stopping = False
         self._started = asyncio.Event()
@@ -198,6 +205,7 @@ class Agent:
             except OSError as err:
                 log.error("control socket %s unavailable (agent status and selftest cannot "
                           "reach this agent): %s", settings.agent.control_socket, err)
+            await self._start_web()
             self.pipeline.emit_agent("agent.started", self._lifecycle)
             for topic, config in discovery_messages(self.config):  # [homeassistant]
                 self.publisher.retain(topic, config)
@@ -236,6 +244,7 @@ class Agent:
         if self._watch is not None:
             self._watch.stop()
         self.schedule.stop()
+        await self.web.stop()  # ends the page's test runs while their drivers still run
         if self.service:
             self.pipeline.emit_agent("agent.stopping", self._lifecycle)
         for task in self._tasks:
@@ -258,6 +267,14 @@ class Agent:
         self.buffer.close()
         self.instance.release()
         log.info("stopped")
+
+    async def _start_web(self) -> None:
+        """The web page (agent/web), when ``[web] listen`` is set; a failure is logged, not fatal:
+        the agent's events matter more than the page."""
+        try:
+            await self.web.start()
+        except (OSError, ConfigError) as err:
+            log.error("web page on %s unavailable: %s", self.config.settings.web.listen, err)
 
     async def _status_loop(self) -> None:
         while True:
@@ -324,7 +341,20 @@ class Agent:
             },
             "last_selftest": self.selftests.summary(),
             "selftest_schedule": self._schedule_status(),
+            "host": self._host_health(),
+            **({"web": web} if (web := self.web.status()) else {}),
         }
+
+    def _host_health(self) -> dict[str, Any]:
+        """The host's health; a warning is logged when it appears and when it clears."""
+        host = self.health.read()
+        now = set(host["warnings"])
+        for warning in sorted(now - self._health_warnings):
+            log.warning("host: %s", warning)
+        for warning in sorted(self._health_warnings - now):
+            log.info("host: no longer: %s", warning)
+        self._health_warnings = now
+        return host
 
     def _schedule_status(self) -> dict[str, Any]:
         """Each scheduled exit: its cron, the next run, a postponement in force."""

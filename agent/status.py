@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from agent.credentials import EXPIRY_WARNING_DAYS
+from agent.health import render_health
 from agent.units import format_duration, format_size
 
 RATE_WINDOW = 60.0
@@ -47,7 +48,17 @@ def summary_line(status: dict[str, Any]) -> str:
         + f", {up}/{len(devices)} devices up, {buffer['depth']} events buffered"
         + (f" (oldest {format_duration(buffer['oldest_age_s'])})" if buffer["oldest_age_s"] else "")
         + f", {broker.get('rate_per_s', 0.0):.1f} events/s published"
+        + _host_warnings(status)
     )
+
+
+def _host_warnings(status: dict[str, Any]) -> str:
+    """``; HOST: <first warning> (+N more)`` when the host's health has warnings."""
+    warnings = (status.get("host") or {}).get("warnings") or []
+    if not warnings:
+        return ""
+    more = f" (+{len(warnings) - 1} more: agent status)" if len(warnings) > 1 else ""
+    return f"; HOST: {warnings[0].split(':')[0]}{more}"
 
 
 def problems(status: dict[str, Any]) -> list[str]:
@@ -98,6 +109,16 @@ def render_status(status: dict[str, Any]) -> str:
                      "events held in memory until it can")
     elif buffer.get("last_error"):
         lines.append(f"           buffer error: {buffer['last_error']}")
+    if web := status.get("web"):
+        lines.append(f"web        {web['url']}  certificate SHA-256 {web['fingerprint_sha256']}"
+                     + (" (self-signed)" if web.get("self_signed") else "")
+                     + f"  {web.get('sessions', 0)} paired, {web.get('pages', 0)} pages open")
+    factories = sorted({str(f) for d in status["devices"].values()
+                        if (f := d.get("state", {}).get("pin_factory"))})
+    if factories:
+        lines.append(f"gpio       pin factory {', '.join(factories)}")
+    if status.get("host"):
+        lines += render_health(status["host"])
     lines.append("devices:")
     for dev_id, dev in sorted(status["devices"].items()):
         state = dev.get("state", {})
@@ -113,6 +134,9 @@ def render_status(status: dict[str, Any]) -> str:
                                status.get("selftest_schedule") or {})
     attention = problems(status)
     lines.append(f"attention: {'; '.join(attention)}" if attention else "all well")
+    if host_warnings := len((status.get("host") or {}).get("warnings") or []):
+        # not a reason for exit 1: a hot Pi still delivers; the WARNING lines above say what
+        lines[-1] += f"; host: {host_warnings} warning{'s' if host_warnings > 1 else ''} above"
     return "\n".join(lines)
 
 

@@ -362,6 +362,17 @@ def start_failover_agent(tmp: Path, brokers: list[Any], devices: dict[str, Any],
     return agent
 
 
+def system_root(path: Path) -> Path:
+    """An empty system tree at ``path`` with this machine's user databases, as an SD card image
+    has: for ``scripts/install --root``."""
+    etc = path / "etc"
+    etc.mkdir(parents=True)
+    for db in ("passwd", "group", "shadow", "gshadow"):
+        if (Path("/etc") / db).exists():
+            shutil.copy(Path("/etc") / db, etc / db)
+    return path
+
+
 def write_jsonl(path: Path, events: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(e) + "\n" for e in events))
     return path

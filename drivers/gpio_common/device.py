@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from agent.backoff import Backoff
-from agent.driver import ActionError, Driver
+from agent.driver import ActionError, Driver, DriverConfig, HostProblem
 from drivers.gpio_common import simulator
-from drivers.gpio_common.factory import FactoryError, PinFactory, acquire, release
+from drivers.gpio_common.factory import FactoryError, PinFactory, acquire, current, probe, release
+
+if TYPE_CHECKING:
+    from agent.config import Settings
 
 STABLE_AFTER = 30.0
 """Pins that worked this long before failing are retried from the shortest delay again."""
@@ -27,6 +32,16 @@ class GpioDriver(Driver):
 
     retry_initial = 1.0
     retry_cap = 60.0
+
+    @classmethod
+    def check_host(cls, settings: Settings, devices: Mapping[str, DriverConfig]) -> list[HostProblem]:
+        """Fatal when ``[gpio] pin_factory`` cannot load here: the message names the factory and
+        what to install."""
+        try:
+            probe(str(settings.gpio.pin_factory))
+        except FactoryError as err:
+            return [HostProblem(device_id, str(err)) for device_id in devices]
+        return super().check_host(settings, devices)
 
     @property
     def pin_factory_kind(self) -> str:
@@ -64,6 +79,8 @@ class GpioDriver(Driver):
                 await asyncio.sleep(backoff.next())
                 continue
             started = time.monotonic()
+            held = current()
+            self.update_state(pin_factory=held[0] if held else self.pin_factory_kind)
             try:
                 await self.serve(factory)
             except Exception as err:  # gpiozero raises many kinds (GPIOPinInUse, OSError, ...)

@@ -134,6 +134,10 @@ def test_status_is_retained_and_availability_is_a_last_will(tmp_path, broker, su
     status = json.loads(wait_until(lambda: subscriber.payloads("retail/t1/agent/status"), 10,
                                    "status")[-1])
     assert status["storeid"] == "t1" and "buffer" in status
+    # the host's health too (this machine is no Pi: no board, no firmware flags)
+    assert status["host"]["disk"]["path"] == str(tmp_path / "data")
+    assert status["host"]["memory"]["total_bytes"] > 0
+    assert status["host"]["throttled"] is None
     agent.kill()  # no clean goodbye: the broker publishes the last will
     wait_until(lambda: subscriber.payloads("retail/t1/agent/availability")[-1] == b"offline",
                90, "last will")

@@ -105,6 +105,9 @@ def test_agent_sim_drives_a_simulated_exit_end_to_end(tmp_path, broker, subscrib
     agent.start(wait_connected=True)
     wait_until(lambda: retained_state(subscriber, "exit1-door").get("door") == "closed", 10,
                "the door's retained state")
+    status = agent.run_cli("status")
+    assert "gpio       pin factory mock" in status.stdout.splitlines(), status.stdout
+    assert retained_state(subscriber, "exit1-door")["pin_factory"] == "mock"
 
     # A door opened with nobody pressing the request-to-exit: forced.
     assert sim(agent, "exit1-door", "open") == {"pin": "GPIO5", "level": "high", "door": "open"}

@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from support import system_root
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL = REPO / "scripts" / "install"
@@ -35,13 +36,7 @@ def account(root: Path, db: str, name: str) -> list[str] | None:
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    """An empty system tree with this machine's user databases, as an SD card image has."""
-    etc = tmp_path / "root" / "etc"
-    etc.mkdir(parents=True)
-    for db in ("passwd", "group", "shadow", "gshadow"):
-        if (Path("/etc") / db).exists():
-            shutil.copy(Path("/etc") / db, etc / db)
-    return tmp_path / "root"
+    return system_root(tmp_path / "root")
 
 
 def test_install_twice_then_uninstall_keeps_data_unless_purged(root: Path):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 from support import AgentProcess, Broker, Subscriber, agent_config, wait_until, write_jsonl
 
 from agent.testing import write_config
@@ -128,6 +130,20 @@ def test_a_bad_file_is_logged_like_config_check_and_changes_nothing(
     assert not subscriber.events("agent.config_reloaded")
     assert online(subscriber, "door") == 1 and not subscriber.events("device.offline")
     assert "Traceback" not in log
+
+
+def test_a_gpio_factory_that_cannot_load_here_is_refused_like_config_check(
+        tmp_path, broker, subscriber, agents):
+    if importlib.util.find_spec("lgpio") is not None:
+        pytest.skip("this machine has lgpio")
+    cfg = agent_config(tmp_path, broker, {"door": DOOR, "relay": RELAY})
+    agent = start(tmp_path, agents, cfg, subscriber)
+    log = reload(agent, {**cfg, "gpio": {"pin_factory": "lgpio"}}, "configuration reload refused")
+    assert "devices.door, devices.relay: GPIO pin factory 'lgpio' is not available on this " \
+        "machine" in log
+    assert agent.proc is not None and agent.proc.poll() is None
+    sim(agent, "door", "open")  # still on the mock pins
+    subscriber.wait_events(1, "door.opened")
 
 
 def test_a_changed_mqtt_section_reconnects_and_the_rest_stays(tmp_path, broker, subscriber,

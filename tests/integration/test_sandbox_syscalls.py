@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -73,7 +74,7 @@ def test_every_system_call_of_a_running_agent_passes_the_units_filter(tmp_path, 
     config = write_config(tmp_path / "agent.toml", agent_config(
         tmp_path, broker, {"replay1": {"driver": "replay", "file": str(rec), "rate": 100,
                                        "loop": True, "count": 100}},
-        metrics={"listen": "127.0.0.1:0"}))
+        metrics={"listen": "127.0.0.1:0"}, web={"listen": "127.0.0.1:0"}))
     trace = tmp_path / "trace"
     log = (tmp_path / "agent.log").open("w")
     tracer = subprocess.Popen(["strace", "-f", "-qq", "-o", str(trace), AGENT_BIN, "--config",
@@ -89,6 +90,12 @@ def test_every_system_call_of_a_running_agent_passes_the_units_filter(tmp_path, 
         status = subprocess.run([AGENT_BIN, "--config", str(config), "status"],
                                 capture_output=True, text=True, timeout=30)
         assert status.returncode == 0, status.stdout + status.stderr
+        # The web page: its certificate made by openssl on first start, served over TLS.
+        url = re.search(r"web page on (https://\S+) ", (tmp_path / "agent.log").read_text())
+        assert url, "the web page's address in the log"
+        tls = ssl.create_default_context(cafile=str(tmp_path / "data" / "web" / "web.crt"))
+        with urllib.request.urlopen(url.group(1) + "/", timeout=10, context=tls) as reply:
+            assert b"/static/app.js" in reply.read()
         os.kill(agent_pid, signal.SIGTERM)
         assert tracer.wait(30) == 0
     finally:

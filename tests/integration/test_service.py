@@ -134,6 +134,11 @@ def test_agent_status_against_a_running_agent(tmp_path, broker, agents, subscrib
     assert {"depth", "bytes", "oldest_age_s"} <= set(status["buffer"])
     assert status["uptime_s"] > 0
     assert status["version"]
+    host = status["host"]
+    assert host["hostname"] == socket.gethostname()
+    assert host["disk"]["path"] == str(tmp_path / "data")
+    assert f"host       {host['hostname']}" in out
+    assert "data " in out.split("host       ")[1]  # free space on data_dir's filesystem
 
     broker.stop()
     wait_until(lambda: "DISCONNECTED" in agent.run_cli("status").stdout, 15,
@@ -183,6 +188,9 @@ def test_metrics_scrape_of_a_running_agent(tmp_path, broker, agents, subscriber)
     assert metric(samples, "buffer_oldest_age_seconds") == 0
     assert metric(samples, "publish_latency_seconds_count") >= 30
     assert metric(samples, "uptime_seconds") > 0
+    assert metric(samples, "host_data_dir_free_bytes") > 0
+    assert metric(samples, "host_memory_available_bytes") > 0
+    assert metric(samples, "host_warnings") is not None
 
     broker.restart()
     wait_until(lambda: metric(_scrape(port), "broker_reconnects_total") == 1, 15,

@@ -16,6 +16,7 @@ from agent.config import (
     MetricsSection,
     MqttSection,
     Settings,
+    WebSection,
     load_config,
 )
 from agent.errors import ConfigError
@@ -49,6 +50,7 @@ def test_every_section_is_in_the_example(section):
 @pytest.mark.parametrize(("section", "model"), [
     ("agent", AgentSection), ("gpio", GpioSection), ("mqtt", MqttSection),
     ("buffer", BufferSection), ("metrics", MetricsSection), ("exits", ExitSection),
+    ("web", WebSection),
     ("homeassistant", HomeAssistantSection),
 ])
 def test_every_key_is_in_the_example(section, model):
@@ -76,3 +78,20 @@ def test_a_bad_metrics_listen_names_the_key(tmp_path, listen):
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert f"metrics.listen: got {listen!r}: expected HOST:PORT" in str(err.value)
+
+
+@pytest.mark.parametrize(("web", "problem"), [
+    ({"listen": "8443"}, "web.listen: got '8443': expected HOST:PORT"),
+    ({"url": "http://pi:8443"}, "web.url: got 'http://pi:8443': expected https://HOST[:PORT]"),
+    ({"cert_file": "web.crt"}, "web: got {'cert_file': 'web.crt'}: cert_file and key_file go together"),
+])
+def test_a_bad_web_section_names_the_key(tmp_path, web, problem):
+    path = write_config(tmp_path / "a.toml", {"agent": {"store_id": "s"}, "web": web})
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert problem in str(err.value)
+
+
+def test_the_web_page_is_off_by_default(tmp_path):
+    path = write_config(tmp_path / "a.toml", {"agent": {"store_id": "s"}})
+    assert load_config(path).settings.web.address is None

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.config import AgentSection, BufferSection, ExitSection, GpioSection, MqttSection
+from agent.config import (
+    AgentSection,
+    BufferSection,
+    ExitSection,
+    GpioSection,
+    MqttSection,
+    WebSection,
+)
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -12,7 +19,7 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 def test_every_config_key_is_documented():
     missing = []
     for section, model in (("agent", AgentSection), ("gpio", GpioSection), ("mqtt", MqttSection),
-                           ("buffer", BufferSection)):
+                           ("buffer", BufferSection), ("web", WebSection)):
         missing += [f"{section}.{k}" for k in model.model_fields if f"{section}.{k}" not in README]
     missing += [f"exits.*.{k}" for k in ExitSection.model_fields if f".{k}`" not in README]
     assert not missing, f"README's configuration table lacks {missing}"

@@ -60,6 +60,12 @@ def test_summary_line_tells_broker_devices_buffer_and_rate():
         "12.3 events/s published"
     )
     assert "broker DISCONNECTED" in summary_line(_status(connected=False))
+    # the host's warnings: the first one's gist, and how many more
+    weak = {**_status(), "host": {"warnings": [
+        "under-voltage since boot: check the power supply", "memory low: 80MiB of 3.7GiB"]}}
+    assert summary_line(weak).endswith(
+        "12.3 events/s published; HOST: under-voltage since boot (+1 more: agent status)")
+    assert render_status(weak).splitlines()[-1].endswith("; host: 2 warnings above")
 
 
 def test_agent_status_shows_the_publish_rate_and_device_health():
