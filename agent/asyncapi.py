@@ -34,11 +34,14 @@ class DeviceState(_Open):
 
 class StatusBroker(_Open):
     connected: bool
-    host: str
+    host: str = Field(description="HOST:PORT of the broker in use (or being tried)")
+    brokers: list[str] = Field(description="mqtt.hosts in the order tried, the preferred first")
     published: int
     reconnects: int
     rate_per_s: float
     last_error: str | None
+    refusal: str | None = Field(description="what the broker's access control refused, in words")
+    cert_days_left: float | None = Field(description="days until the client certificate expires")
 
 
 class StatusBuffer(_Open):

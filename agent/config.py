@@ -79,9 +79,30 @@ class GpioSection(_Section):
     pin_factory: Literal["auto", "lgpio", "rpigpio", "mock"] = "auto"
 
 
+def parse_host_port(value: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` as (host, port).
+
+    Raises:
+        ValueError: not HOST:PORT with a port 1-65535, saying what is accepted.
+    """
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]") if host.startswith("[") else host
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535 or \
+            ("]" in host or "[" in host) or (":" in host and not value.startswith("[")):
+        raise ValueError("expected HOST:PORT such as 'broker1.example.com:8883' or "
+                         "'[2001:db8::1]:8883' (port 1-65535)")
+    return host, int(port)
+
+
 class MqttSection(_Section):
     host: str = "localhost"
     port: int = Field(default=1883, ge=1, le=65535)
+    hosts: list[str] = Field(
+        default=[], description="brokers to fail over between, HOST:PORT each; when set, "
+        "host and port are not used")
+    hosts_order: Literal["ordered", "shuffled"] = Field(
+        default="ordered", description="'ordered': the first of hosts is preferred; 'shuffled': "
+        "each agent shuffles the list once (by its client id), spreading a fleet over the brokers")
     tls: bool = False
     ca_file: ConfigPath | None = None
     cert_file: ConfigPath | None = None
@@ -103,6 +124,30 @@ class MqttSection(_Section):
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        for i, entry in enumerate(value):
+            try:
+                parse_host_port(entry)
+            except ValueError as err:
+                raise ValueError(f"entry {i} {entry!r}: {err}") from None
+        if len(set(value)) != len(value):
+            raise ValueError("a broker is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _hosts_or_host(self) -> MqttSection:
+        if self.hosts and {"host", "port"} & self.model_fields_set:
+            raise ValueError("set either mqtt.hosts or mqtt.host/mqtt.port, not both")
+        return self
+
+    def brokers(self) -> list[tuple[str, int]]:
+        """The brokers as (host, port) in configured order (``hosts``, else ``host``/``port``)."""
+        if not self.hosts:
+            return [(self.host, self.port)]
+        return [parse_host_port(h) for h in self.hosts]
 
     @field_validator("host")
     @classmethod
@@ -402,7 +447,8 @@ class Config:
         drivers = ", ".join(f"{n} {d}" for d, n in sorted(by_driver.items())) or "no devices"
         return (
             f"{self.path}: OK: store {s.agent.store_id}, {plural(len(self.devices), 'device')} "
-            f"({drivers}), {plural(len(s.exits), 'exit')}, broker {s.mqtt.host}:{s.mqtt.port}"
+            f"({drivers}), {plural(len(s.exits), 'exit')}, "
+            f"broker {', '.join(f'{h}:{p}' for h, p in s.mqtt.brokers())}"
             f"{' tls' if s.mqtt.tls else ''}, config hash {self.hash}"
         )
 

@@ -331,11 +331,15 @@ class Agent:
             "clocksynced": self.pipeline.clock.synced,
             "broker": {
                 "connected": pub.connected,
-                "host": f"{pub.mqtt.host}:{pub.mqtt.port}",
+                "host": pub.broker,
+                "brokers": [f"{h}:{p}" for h, p in pub.brokers],
+                "cert_days_left": None if pub.cert_days_left is None
+                else round(pub.cert_days_left, 1),
                 "published": pub.published,
                 "reconnects": pub.reconnects,
                 "rate_per_s": round(self.publish_rate.rate(pub.published), 2),
                 "last_error": pub.last_error,
+                "refusal": pub.refusal,
             },
             "buffer": {
                 "depth": stats.depth,

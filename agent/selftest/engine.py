@@ -268,7 +268,7 @@ class ExitSelftest:
                 await self._step("buffer", "pass", f"probe written and fsynced in {data_dir}",
                                  latency=seconds)
         publisher = self.agent.publisher
-        where = f"{publisher.mqtt.host}:{publisher.mqtt.port}"
+        where = publisher.broker
         if publisher.connected:
             await self._step("broker", "pass", f"connected to {where}")
         else:
