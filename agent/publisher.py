@@ -229,6 +229,9 @@ class Publisher:
             host, port = self.brokers[index]
             self.broker = where = f"{host}:{port}"
             outcome, message, auth = "failed", "", False
+            log.debug("connecting to broker %s (MQTT %s, TLS %s, user %s)", where,
+                      self.mqtt.protocol, "on" if self.mqtt.tls else "off",
+                      repr(self.mqtt.username) if self.mqtt.username else "none")
             try:
                 self._watch.mark()  # before the files are read: a change after it is seen
                 client = self._new_client()
@@ -403,6 +406,7 @@ class Publisher:
                     properties: Any) -> None:
         if client is not self._client:
             return
+        log.debug("broker %s answered the CONNECT: %s", self.broker, reason)
         if reason.is_failure:
             self._refused = str(reason)
             return
