@@ -34,11 +34,14 @@ class DeviceState(_Open):
 
 class StatusBroker(_Open):
     connected: bool
-    host: str
+    host: str = Field(description="HOST:PORT of the broker in use (or being tried)")
+    brokers: list[str] = Field(description="mqtt.hosts in the order tried, the preferred first")
     published: int
     reconnects: int
     rate_per_s: float
     last_error: str | None
+    refusal: str | None = Field(description="what the broker's access control refused, in words")
+    cert_days_left: float | None = Field(description="days until the client certificate expires")
 
 
 class StatusBuffer(_Open):
@@ -153,11 +156,15 @@ class Request(_Open):
 
 
 class Response(_Open):
-    """``agent/response/<command>``, or the request's MQTT 5 Response Topic."""
+    """``agent/response/<command>``, or the request's MQTT 5 Response Topic when it is under
+    ``agent/response/`` (another one gets an error on the default topic)."""
 
-    id: str | None = Field(description="the request's id; null when it had none")
+    id: str | None = Field(description="the request's id; null when it had none or it was "
+                           "refused unread (too large, too deep, an id too long)")
     status: Literal["ok", "error"]
     error: str | None = Field(default=None, description="what was wrong (status error)")
+    retry_at: str | None = Field(default=None, description="a refused self-test: when the "
+                                 "next is allowed (RFC 3339)")
 
 
 PAYLOADS: tuple[type[BaseModel], ...] = (DeviceState, Status, SelftestReport, Request, Response)
@@ -270,7 +277,8 @@ def asyncapi_document() -> dict[str, Any]:
                     "channel": {"$ref": "#/channels/response"},
                     "address": {"location": "$message.header#/responseTopic",
                                 "description": "MQTT 5 Response Topic of the request when it "
-                                               "has one, else agent/response/<command>"},
+                                               "has one under agent/response/, else "
+                                               "agent/response/<command>"},
                 },
             },
         },

@@ -210,13 +210,14 @@ def cmd_asyncapi(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from agent import control
+    from agent.commands import CommandError
     from agent.errors import ControlError
     from agent.status import problems, render_status
 
     sock = _control_socket(args)
     try:
         reply = control.call(sock, "status", timeout=10)
-    except ControlError as err:
+    except (ControlError, CommandError) as err:  # not reachable, or busy (its client limit)
         return _refused(args, err, EXIT_UNREACHABLE)
     status = reply["agent"]
     print(json.dumps(status, indent=2) if args.json else render_status(status))

@@ -79,9 +79,30 @@ class GpioSection(_Section):
     pin_factory: Literal["auto", "lgpio", "rpigpio", "mock"] = "auto"
 
 
+def parse_host_port(value: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` as (host, port).
+
+    Raises:
+        ValueError: not HOST:PORT with a port 1-65535, saying what is accepted.
+    """
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]") if host.startswith("[") else host
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535 or \
+            ("]" in host or "[" in host) or (":" in host and not value.startswith("[")):
+        raise ValueError("expected HOST:PORT such as 'broker1.example.com:8883' or "
+                         "'[2001:db8::1]:8883' (port 1-65535)")
+    return host, int(port)
+
+
 class MqttSection(_Section):
     host: str = "localhost"
     port: int = Field(default=1883, ge=1, le=65535)
+    hosts: list[str] = Field(
+        default=[], description="brokers to fail over between, HOST:PORT each; when set, "
+        "host and port are not used")
+    hosts_order: Literal["ordered", "shuffled"] = Field(
+        default="ordered", description="'ordered': the first of hosts is preferred; 'shuffled': "
+        "each agent shuffles the list once (by its client id), spreading a fleet over the brokers")
     tls: bool = False
     ca_file: ConfigPath | None = None
     cert_file: ConfigPath | None = None
@@ -103,6 +124,30 @@ class MqttSection(_Section):
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        for i, entry in enumerate(value):
+            try:
+                parse_host_port(entry)
+            except ValueError as err:
+                raise ValueError(f"entry {i} {entry!r}: {err}") from None
+        if len(set(value)) != len(value):
+            raise ValueError("a broker is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _hosts_or_host(self) -> MqttSection:
+        if self.hosts and {"host", "port"} & self.model_fields_set:
+            raise ValueError("set either mqtt.hosts or mqtt.host/mqtt.port, not both")
+        return self
+
+    def brokers(self) -> list[tuple[str, int]]:
+        """The brokers as (host, port) in configured order (``hosts``, else ``host``/``port``)."""
+        if not self.hosts:
+            return [(self.host, self.port)]
+        return [parse_host_port(h) for h in self.hosts]
 
     @field_validator("host")
     @classmethod
@@ -172,6 +217,27 @@ class BufferSection(_Section):
             raise ValueError(f"too small: at least {format_size(MIN_BUFFER_BYTES)}, room for the "
                              "events of a broker outage (default 256MiB)")
         return value
+
+
+class LimitsSection(_Section):
+    """Bounds on what the agent accepts from the outside (docs/security.md)."""
+
+    request_max_bytes: Size = Field(default=64 * 1024, ge=64, description="largest MQTT "
+                                    "request payload; a larger one is refused unread")
+    request_id_max: int = Field(default=128, ge=1, le=4096,
+                                description="longest request id (characters)")
+    request_max_depth: int = Field(default=16, ge=2, le=256,
+                                   description="deepest JSON nesting of a request")
+    requests_per_minute: int = Field(default=60, ge=1, description="MQTT requests answered "
+                                     "per minute; more are dropped (logged once a minute)")
+    selftests_per_hour: int = Field(default=12, ge=1, description="remote and scheduled "
+                                    "self-tests of all exits together, per hour")
+    control_clients: int = Field(default=16, ge=1, le=512, description="control socket "
+                                 "connections at once; more are refused")
+    control_first_line: Duration = Field(default=5.0, gt=0, description="a control socket "
+                                         "client must send its request within this")
+    control_idle: Duration = Field(default=600.0, gt=0, description="a control socket command "
+                                   "with no line either way for this long is stopped")
 
 
 def _host_port(value: str) -> str:
@@ -268,6 +334,9 @@ class ExitSection(_Section):
     schedule_retry: Duration = Field(
         default=300.0, description="a scheduled run that finds the door open or an alarm active "
         "is retried after this long")
+    min_interval: Duration = Field(
+        default=300.0, description="shortest time between two remote or scheduled self-tests "
+        "of this exit")
 
     @field_validator("schedule")
     @classmethod
@@ -328,6 +397,7 @@ class Settings(BaseSettings):
     metrics: MetricsSection = MetricsSection()
     web: WebSection = WebSection()
     homeassistant: HomeAssistantSection = HomeAssistantSection()
+    limits: LimitsSection = LimitsSection()
     devices: dict[str, dict[str, Any]] = {}
     exits: dict[str, ExitSection] = {}
     outputs: dict[str, dict[str, Any]] = {}
@@ -381,7 +451,8 @@ class Config:
         drivers = ", ".join(f"{n} {d}" for d, n in sorted(by_driver.items())) or "no devices"
         return (
             f"{self.path}: OK: store {s.agent.store_id}, {plural(len(self.devices), 'device')} "
-            f"({drivers}), {plural(len(s.exits), 'exit')}, broker {s.mqtt.host}:{s.mqtt.port}"
+            f"({drivers}), {plural(len(s.exits), 'exit')}, "
+            f"broker {', '.join(f'{h}:{p}' for h, p in s.mqtt.brokers())}"
             f"{' tls' if s.mqtt.tls else ''}, config hash {self.hash}"
         )
 
@@ -518,6 +589,13 @@ def _check_devices(
                     f"({devices[dev_id].driver.name}) has no 'pulse' action: a test tag needs an "
                     "output such as gpio_output", dev_id, has_value=True,
                 ))
+        if ex.walk_within >= settings.limits.control_idle:
+            problems.append(_describe(
+                path, ("exits", exit_name, "walk_within"), "a walk test waits this long for a "
+                f"pass without a word on the control socket; limits.control_idle "
+                f"({settings.limits.control_idle:g} s) would stop it: make walk_within shorter "
+                "or control_idle longer", ex.walk_within, has_value=True,
+            ))
         if ex.schedule and not ex.test_tag:
             problems.append(_describe(
                 path, ("exits", exit_name, "schedule"), "a scheduled self-test needs test_tag: "

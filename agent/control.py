@@ -5,6 +5,11 @@ A request is one line ``{"command": ..., ...params}``. The server answers with z
 ``{"status": "ok", ...}`` or ``{"status": "error", "error": ...}``. While a command runs, the
 client may send more lines (answers to a walk test's questions); the command reads them.
 Closing the connection before the final line cancels the command.
+
+Bounds (``[limits]``): a line of at most ``MAX_LINE`` bytes and ``request_max_depth`` levels,
+the first line within ``control_first_line``, no line either way for ``control_idle`` ends a
+running command, and at most ``control_clients`` connections at once (the next is answered
+with an error and closed at once, so idle clients cannot use up the agent's file descriptors).
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.commands import CommandError, Commands
+from agent.commands import CommandError, Commands, json_depth
 from agent.errors import AgentNotRunning, ControlError
 
 log = logging.getLogger(__name__)
 
-MAX_LINE = 1024 * 1024
+MAX_LINE = 64 * 1024
+"""The longest request or answer line a client may send."""
 PROGRESS_KEY = "_progress"
 """Handlers that stream put an ``asyncio.Queue`` here in their params (the server's)."""
 ANSWERS_KEY = "_answers"
@@ -35,9 +41,14 @@ ANSWERS_KEY = "_answers"
 class ControlServer:
     """Serves ``commands`` on ``path``, mode 0660 (owner and group only)."""
 
-    def __init__(self, path: Path, commands: Commands) -> None:
+    def __init__(self, path: Path, commands: Commands, *, max_clients: int = 16,
+                 first_line: float = 5.0, idle: float = 600.0, max_depth: int = 16) -> None:
         self.path = path
         self.commands = commands
+        self.max_clients, self.first_line, self.idle = max_clients, first_line, idle
+        self.max_depth = max_depth
+        self.clients = 0
+        self.refused = 0
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -68,13 +79,32 @@ class ControlServer:
             self.path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.clients >= self.max_clients:
+            self.refused += 1
+            if self.refused == 1 or self.refused % 100 == 0:
+                log.warning("control socket: %d clients connected, limits.control_clients; "
+                            "refused %d connections so far", self.clients, self.refused)
+            await _reply(writer, {"status": "error", "error": "too many control clients "
+                                  f"(limits.control_clients {self.max_clients}); try again"})
+            return
+        self.clients += 1
         try:
-            line = await reader.readline()
-            reply: dict[str, Any]
+            await self._session(reader, writer)
+        finally:
+            self.clients -= 1
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
             try:
-                request = json.loads(line or b"{}")
-                if not isinstance(request, dict) or not isinstance(request.get("command"), str):
-                    raise CommandError('expected a JSON object with "command"')
+                line = await asyncio.wait_for(reader.readline(), self.first_line)
+            except TimeoutError:
+                await _reply(writer, {"status": "error", "error": "no request within "
+                                      f"limits.control_first_line {self.first_line:g} s"})
+                return
+            reply: dict[str, Any]
+            activity = _Activity()
+            try:
+                request = self._parse(line)
                 started, command = time.monotonic(), request.pop("command")
                 log.debug("control request %s %s", command,
                           json.dumps(request, default=str)[:300])
@@ -83,11 +113,14 @@ class ControlServer:
                 request[PROGRESS_KEY] = progress
                 request[ANSWERS_KEY] = answers
                 task = asyncio.create_task(self.commands.call(command, request))
-                listener = asyncio.create_task(_listen(reader, answers, task))
+                activity.touch()
+                listener = asyncio.create_task(_listen(reader, answers, task, activity))
+                watchdog = asyncio.create_task(_idle_watch(task, activity, self.idle))
                 try:
-                    await _relay(progress, task, writer)
+                    await _relay(progress, task, writer, activity)
                 finally:
                     listener.cancel()
+                    watchdog.cancel()
                 reply = {"status": "ok", **task.result()}
                 log.debug("control request %s answered ok in %.0f ms", command,
                           (time.monotonic() - started) * 1000)
@@ -96,24 +129,79 @@ class ControlServer:
             except (CommandError, json.JSONDecodeError, UnicodeDecodeError) as err:
                 reply = {"status": "error", "error": str(err)}
                 log.debug("control request refused: %s", err)
+            except asyncio.CancelledError:
+                if activity.timed_out:
+                    reply = {"status": "error", "error": "nothing sent either way for "
+                             f"limits.control_idle {self.idle:g} s: the command was stopped"}
+                else:
+                    raise
             except Exception as err:
                 log.exception("control command failed")
                 reply = {"status": "error", "error": f"internal error: {err}"}
-            writer.write(json.dumps(reply, default=str).encode() + b"\n")
-            await writer.drain()
+            await _reply(writer, reply)
+        except ValueError:  # asyncio's LimitOverrunError: a line longer than MAX_LINE
+            await _reply(writer, {"status": "error", "error": "request line longer than "
+                                  f"{MAX_LINE} bytes"})
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()
 
+    def _parse(self, line: bytes) -> dict[str, Any]:
+        """The request object of ``line``.
+
+        Raises:
+            CommandError: too deep, or not an object with a "command".
+            json.JSONDecodeError, UnicodeDecodeError: not JSON.
+        """
+        if json_depth(line, self.max_depth) > self.max_depth:
+            raise CommandError(f"request is nested deeper than limits.request_max_depth "
+                               f"{self.max_depth}")
+        request = json.loads(line or b"{}")
+        if not isinstance(request, dict) or not isinstance(request.get("command"), str):
+            raise CommandError('expected a JSON object with "command"')
+        return request
+
+
+class _Activity:
+    """When a line last went either way; set ``timed_out`` when the idle limit ended it."""
+
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+        self.timed_out = False
+
+    def touch(self) -> None:
+        self.at = time.monotonic()
+
+
+async def _reply(writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
+    with contextlib.suppress(ConnectionError):
+        writer.write(json.dumps(reply, default=str).encode() + b"\n")
+        await writer.drain()
+    writer.close()
+
+
+async def _idle_watch(task: asyncio.Task[dict[str, Any]], activity: _Activity,
+                      idle: float) -> None:
+    """Cancel ``task`` once no line went either way for ``idle`` seconds."""
+    while not task.done():
+        left = activity.at + idle - time.monotonic()
+        if left <= 0:
+            log.warning("control client idle for %g s: cancelling its command", idle)
+            activity.timed_out = True
+            task.cancel()
+            return
+        await asyncio.sleep(left)
+
 
 async def _listen(reader: asyncio.StreamReader, answers: asyncio.Queue[dict[str, Any]],
-                  task: asyncio.Task[dict[str, Any]]) -> None:
+                  task: asyncio.Task[dict[str, Any]], activity: _Activity) -> None:
     """Queue each JSON object line the client sends while its command runs. ``{"cancel":
     true}`` (the technician's Ctrl-C) cancels the command and the client still gets its reply;
     a client that goes away (lost session) cancels it too: a walk test nobody watches must end."""
     with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ValueError):
         while line := await reader.readline():
+            activity.touch()
             with contextlib.suppress(ValueError):
                 message = json.loads(line)
                 if isinstance(message, dict) and message.get("cancel") is True:
@@ -130,6 +218,7 @@ async def _relay(
     progress: asyncio.Queue[dict[str, Any] | None],
     task: asyncio.Task[dict[str, Any]],
     writer: asyncio.StreamWriter,
+    activity: _Activity,
 ) -> None:
     """Forward progress lines until the command finishes."""
     while True:
@@ -140,6 +229,7 @@ async def _relay(
             if item is not None:
                 writer.write(json.dumps({"progress": item}, default=str).encode() + b"\n")
                 await writer.drain()
+                activity.touch()
             continue
         getter.cancel()
         while not progress.empty():
@@ -191,7 +281,10 @@ class Session:
             raise ControlError(f"the agent does not answer on {path}: {err.strerror}") from err
         self._sock = sock
         self._stream = sock.makefile("rwb")
-        self.answer({"command": command, **params})
+        # An agent at its client limit answers and hangs up before reading: its reply is
+        # still there to read.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.answer({"command": command, **params})
 
     def answer(self, message: dict[str, Any]) -> None:
         """Send one JSON line to the running command."""
@@ -209,7 +302,8 @@ class Session:
         raise ControlError(f"the agent closed {self.path} without answering")
 
     def close(self) -> None:
-        self._stream.close()
+        with contextlib.suppress(OSError):  # a request the agent never read (it was busy)
+            self._stream.close()
         self._sock.close()
 
     def __enter__(self) -> Session:

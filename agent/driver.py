@@ -126,8 +126,13 @@ class ActionError(AgentError, ValueError):
 class DriverContext(Protocol):
     """What the core gives a driver. Every method is safe to call from any thread."""
 
-    store_id: str
-    settings: Settings
+    @property
+    def store_id(self) -> str: ...
+
+    @property
+    def settings(self) -> Settings:
+        """The running configuration (a reload replaces it)."""
+        ...
 
     def emit(
         self,
@@ -166,6 +171,12 @@ class DriverContext(Protocol):
         """Call ``listener(envelope)`` for every committed event of any device; returns an
         unsubscribe function. Runs on the buffer's writer thread: hand work over, never block.
         """
+        ...
+
+    def undelivered_since(self) -> float | None:
+        """When (epoch seconds) the oldest event not yet acknowledged by the broker was emitted
+        (``None``: all delivered); every event emitted since is unpublished too. A small disk
+        read: call it from a thread, not in a tight loop."""
         ...
 
 

@@ -108,6 +108,16 @@ class AgentCollector(Collector):
         yield CounterMetricFamily(f"{PREFIX}_broker_reconnects",
                                   "Connections to the broker lost after being established",
                                   value=publisher.reconnects)
+        broker = GaugeMetricFamily(f"{PREFIX}_broker_info", "The broker in use (or being "
+                                   "tried); position 1 is the preferred one of mqtt.hosts",
+                                   labels=["broker", "position"])
+        brokers = [f"{h}:{p}" for h, p in publisher.brokers]
+        broker.add_metric([publisher.broker, str(brokers.index(publisher.broker) + 1)], 1)
+        yield broker
+        if publisher.cert_days_left is not None:
+            yield GaugeMetricFamily(f"{PREFIX}_tls_client_cert_days_left",
+                                    "Days until the client certificate (mqtt.cert_file) expires",
+                                    value=publisher.cert_days_left)
 
         up = GaugeMetricFamily(f"{PREFIX}_device_up", "1 while the device is online",
                                labels=["device", "driver"])

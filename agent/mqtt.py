@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import ssl
 from dataclasses import dataclass
 
@@ -76,9 +77,22 @@ def make_client(mqtt: MqttSection, client_id: str) -> paho.Client:
     return client
 
 
-def connect_args(mqtt: MqttSection) -> dict[str, object]:
-    """Keyword arguments for ``client.connect`` matching the protocol."""
-    args: dict[str, object] = {"host": mqtt.host, "port": mqtt.port, "keepalive": int(mqtt.keepalive)}
+def broker_order(mqtt: MqttSection, client_id: str) -> list[tuple[str, int]]:
+    """The brokers in the order this agent tries them, the preferred one first.
+
+    ``shuffled`` shuffles once per agent, seeded by its client id: the same order on every
+    start of one agent, and a fleet spread evenly over the brokers.
+    """
+    brokers = mqtt.brokers()
+    if mqtt.hosts_order == "shuffled":
+        random.Random(client_id).shuffle(brokers)  # not for security: a spread, stable per agent
+    return brokers
+
+
+def connect_args(mqtt: MqttSection, broker: tuple[str, int] | None = None) -> dict[str, object]:
+    """Keyword arguments for ``client.connect`` to ``broker`` (default: the first configured)."""
+    host, port = broker or mqtt.brokers()[0]
+    args: dict[str, object] = {"host": host, "port": port, "keepalive": int(mqtt.keepalive)}
     if mqtt.protocol == "5":
         args["clean_start"] = True
     return args

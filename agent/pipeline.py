@@ -77,7 +77,6 @@ class Pipeline:
         self._thread: threading.Thread | None = None
         self._listeners: tuple[Listener, ...] = ()
         """Replaced whole on every change: the writer thread iterates it without a lock."""
-        self._test_devices: set[str] = set()
         self._idle = threading.Event()
         self._idle.set()
         self._queued = 0
@@ -128,7 +127,7 @@ class Pipeline:
             "seq": 0,
             "bootid": self.bootid,
             "clocksynced": self.clock.synced,
-            "test": bool(test) if test is not None else device_id in self._test_devices,
+            "test": bool(test),
             "data": clean,
         }
         if subject:
@@ -210,13 +209,6 @@ class Pipeline:
                 self._listeners = tuple(x for x in self._listeners if x is not listener)
 
         return unsubscribe
-
-    def set_test_devices(self, devices: set[str], active: bool) -> None:
-        """Mark events of ``devices`` as ``test=true`` while a self-test runs at their exit."""
-        if active:
-            self._test_devices |= devices
-        else:
-            self._test_devices -= devices
 
     def ack(self, seqs: list[int]) -> None:
         """The broker has these seqs: delete them from the buffer (batched)."""

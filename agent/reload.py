@@ -14,7 +14,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
-from agent.config import Config, check_host, load_config
+from agent.config import Config, LimitsSection, check_host, load_config
 from agent.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -27,9 +27,11 @@ log = logging.getLogger(__name__)
 
 RESTART_ONLY = {"agent": ("store_id", "data_dir", "control_socket"),
                 "buffer": ("synchronous", "hold_max", "reserve"),
-                "web": ("listen", "url", "cert_file", "key_file", "session_ttl", "max_pages")}
+                "web": ("listen", "url", "cert_file", "key_file", "session_ttl", "max_pages"),
+                "limits": tuple(LimitsSection.model_fields)}
 """Keys a running agent cannot change: its identity, its files, how the buffer was opened and
-sized its hold and disk reserve; the web page's server and its sessions."""
+sized its hold and disk reserve; the web page's server and its sessions; the bounds its request
+and socket handling started with."""
 SECTIONS = ("agent", "gpio", "mqtt", "buffer", "metrics")
 """Sections compared as a whole; ``devices`` and ``exits`` are compared table by table."""
 REMOVED = "removed from the configuration"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import time
 from typing import Any
@@ -12,12 +13,14 @@ from paho.mqtt.properties import Properties
 
 from agent import __version__
 from agent.buffer import Buffer
-from agent.commands import CommandError, Commands, parse_request
+from agent.commands import CommandError, Commands, RateLimit, RequestLimits, parse_request
 from agent.config import Config, Device
+from agent.context import Context
 from agent.control import ANSWERS_KEY, PROGRESS_KEY, ControlServer
 from agent.driver import ActionError, Driver
 from agent.errors import ConfigError
 from agent.events import rfc3339
+from agent.files import restrict_modes
 from agent.health import HostHealth
 from agent.homeassistant import discovery_messages
 from agent.instance import InstanceLock
@@ -26,6 +29,8 @@ from agent.outputs.manager import Outputs
 from agent.pipeline import Pipeline
 from agent.publisher import Publisher
 from agent.selftest import Operator, QueueOperator, Selftests, SilentOperator
+from agent.selftest.guard import Refused, SelftestGuard
+from agent.selftest.marks import TestMarks
 from agent.selftest.schedule import SelftestSchedule
 from agent.status import RateMeter
 from agent.supervisor import Supervisor
@@ -37,6 +42,8 @@ log = logging.getLogger(__name__)
 REMOTE_COMMANDS = ("selftest", "status")
 """What ``<root>/agent/request/<command>`` may ask; ``action`` and ``sim`` drive hardware and
 stay on the control socket (owner and group only)."""
+COMMAND_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+"""What a request topic's last level must look like to be answered at all (it is echoed)."""
 
 
 class Agent:
@@ -73,16 +80,28 @@ class Agent:
         self.pipeline.on_state = lambda dev, state: self.publisher.retain(
             self.publisher.topics.state(dev), state
         )
+        self.marks = TestMarks()
+        self._context = Context(self.pipeline, self.marks)
         self.drivers: list[Driver] = [self.new_driver(dev) for dev in config.devices.values()]
         self.supervisor = Supervisor(self.drivers)
-        self.control = ControlServer(settings.agent.control_socket, self.commands)
+        limits = settings.limits
+        self.control = ControlServer(
+            settings.agent.control_socket, self.commands, max_clients=limits.control_clients,
+            first_line=limits.control_first_line, idle=limits.control_idle,
+            max_depth=limits.request_max_depth)
         self.selftests = Selftests(self)
+        self.guard = SelftestGuard(settings)
+        self.pipeline.subscribe(self.guard.committed)
         self.web = WebServer(self)
         self.commands.register("web", self.web.command)
-        self.schedule = SelftestSchedule(self.selftests, config.exits)
+        self.schedule = SelftestSchedule(self.selftests, self.guard, config.exits)
         self.publish_rate = RateMeter()
         self.health = HostHealth(settings.agent.data_dir)
         self._health_warnings: set[str] = set()
+        self.request_limits = RequestLimits(limits.request_max_bytes, limits.request_id_max,
+                                            limits.request_max_depth)
+        self.request_rate = RateLimit(limits.requests_per_minute)
+        self._rate_logged = 0.0
         self._stop = asyncio.Event()
         self._stopping = False
         self._started = asyncio.Event()
@@ -107,7 +126,7 @@ class Agent:
 
     def new_driver(self, device: Device) -> Driver:
         """The driver object of one configured device (not started)."""
-        return device.driver(device.id, device.config, self.pipeline)
+        return device.driver(device.id, device.config, self._context)
 
     @property
     def _lifecycle(self) -> dict[str, Any]:
@@ -175,7 +194,8 @@ class Agent:
     def restart_schedule(self) -> None:
         """``[exits]`` changed: schedule the exits' self-tests anew (postponements are reset)."""
         self.schedule.stop()
-        self.schedule = SelftestSchedule(self.selftests, self.config.exits)
+        self.guard.reconfigure(self.config.settings)
+        self.schedule = SelftestSchedule(self.selftests, self.guard, self.config.exits)
         if self.service:
             self.schedule.start()
 
@@ -198,6 +218,10 @@ class Agent:
         settings = self.config.settings
         self.instance.acquire()
         self.pipeline.start()  # opens the buffer
+        try:
+            restrict_modes(self.buffer.path)
+        except OSError as err:  # a read-only or failing disk: the storage faults say more
+            log.warning("cannot set mode 0640 on %s: %s", self.buffer.path, err)
         self.selftests.load()
         # Before the broker connection, so that "connected" in the log means the endpoint is
         # settled (serving, or reported unavailable).
@@ -313,11 +337,15 @@ class Agent:
             "clocksynced": self.pipeline.clock.synced,
             "broker": {
                 "connected": pub.connected,
-                "host": f"{pub.mqtt.host}:{pub.mqtt.port}",
+                "host": pub.broker,
+                "brokers": [f"{h}:{p}" for h, p in pub.brokers],
+                "cert_days_left": None if pub.cert_days_left is None
+                else round(pub.cert_days_left, 1),
                 "published": pub.published,
                 "reconnects": pub.reconnects,
                 "rate_per_s": round(self.publish_rate.rate(pub.published), 2),
                 "last_error": pub.last_error,
+                "refusal": pub.refusal,
             },
             "buffer": {
                 "depth": stats.depth,
@@ -344,6 +372,11 @@ class Agent:
             **({"outputs": self.outputs.status()} if self.outputs.workers else {}),
             "last_selftest": self.selftests.summary(),
             "selftest_schedule": self._schedule_status(),
+            "limits": {  # floods show here, not only in the log (docs/security.md)
+                "requests_dropped": self.request_rate.refused,
+                "control_clients": self.control.clients,
+                "control_refused": self.control.refused,
+            },
             "host": self._host_health(),
             **({"web": web} if (web := self.web.status()) else {}),
         }
@@ -438,6 +471,8 @@ class Agent:
                                "--walk` there")
         names = self.selftests.exits(exit_name)
         trigger = "cli" if operator.interactive else "remote"
+        if not any(n in self.selftests.running for n in names):  # busy: run() says so
+            self.guard.admit(names, trigger)
         reports = await self.selftests.run(names, walk=walk, trigger=trigger, operator=operator)
         results = {r["result"] for r in reports}
         overall = "fail" if "fail" in results else "incomplete" if "incomplete" in results \
@@ -447,24 +482,55 @@ class Agent:
     # -- remote requests -----------------------------------------------------------------------
 
     def _on_mqtt_request(self, command: str, payload: bytes, props: Properties | None) -> None:
-        """Called on the MQTT thread: hand over to the event loop."""
-        if self._loop is not None:
-            asyncio.run_coroutine_threadsafe(self._answer(command, payload, props), self._loop)
+        """Called on the MQTT thread: over the rate limit drop it (unanswered: answering a
+        flood would feed it), else hand over to the event loop."""
+        if self._loop is None:
+            return
+        if not self.request_rate.allow():
+            now = time.monotonic()
+            if now - self._rate_logged >= 60:
+                self._rate_logged = now
+                log.warning("MQTT requests over limits.requests_per_minute %d are dropped "
+                            "unanswered (%d so far)", self.config.settings.limits.requests_per_minute,
+                            self.request_rate.refused)
+            return
+        asyncio.run_coroutine_threadsafe(self._answer(command, payload, props), self._loop)
+
+    def _response_topic(self, command: str, props: Properties | None) -> tuple[str, str | None]:
+        """Where to answer, and why a requested MQTT 5 response topic was refused."""
+        default = self.publisher.topics.response(command)
+        wanted = getattr(props, "ResponseTopic", None) if props is not None else None
+        if not wanted:
+            return default, None
+        allowed = self.publisher.topics.response("")
+        if wanted.startswith(allowed) and len(wanted) > len(allowed) and \
+                not any(c in wanted for c in "+#\0") and len(wanted.encode()) <= 1024:
+            return wanted, None
+        return default, f"response topic refused: only topics under {allowed} are answered"
 
     async def _answer(self, command: str, payload: bytes, props: Properties | None) -> None:
-        topic = self.publisher.topics.response(command)
-        correlation = None
-        if props is not None:
-            topic = getattr(props, "ResponseTopic", None) or topic
-            correlation = getattr(props, "CorrelationData", None)
+        if not COMMAND_NAME.fullmatch(command):
+            log.warning("MQTT request on an invalid command name dropped (%d characters)",
+                        len(command))
+            return
+        topic, refused = self._response_topic(command, props)
+        correlation = getattr(props, "CorrelationData", None) if props is not None else None
+        if correlation is not None and len(correlation) > self.request_limits.id_max:
+            correlation, refused = None, (f"correlation data longer than "
+                                          f"limits.request_id_max {self.request_limits.id_max}")
         request_id: str | None = None
         try:
-            request_id, params = parse_request(payload)
+            request_id, params = parse_request(payload, self.request_limits)
+            if refused:
+                raise CommandError(refused)
             if command not in REMOTE_COMMANDS:
                 raise CommandError(f"command {command!r} is not allowed over MQTT; allowed: "
                                    f"{', '.join(REMOTE_COMMANDS)}")
             result = await self.commands.call(command, params)
             reply = {"id": request_id, "status": "ok", **result}
+        except Refused as err:
+            reply = {"id": request_id, "status": "error", "error": str(err),
+                     "retry_at": rfc3339(err.retry_at)}
         except CommandError as err:
             reply = {"id": request_id, "status": "error", "error": str(err)}
         except Exception as err:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from agent.credentials import EXPIRY_WARNING_DAYS
 from agent.health import render_health
 from agent.units import format_duration, format_size
 
@@ -102,6 +103,7 @@ def render_status(status: dict[str, Any]) -> str:
         + ("connected" if broker["connected"] else f"DISCONNECTED ({broker['last_error']})")
         + f"  published {broker['published']} ({broker.get('rate_per_s', 0.0):.1f}/s)"
         + f"  reconnects {broker['reconnects']}",
+        *_render_broker_extras(broker),
         f"buffer     {buffer['depth']} events, {format_size(buffer['bytes'])}"
         + (f", oldest {format_duration(buffer['oldest_age_s'])}" if buffer["oldest_age_s"] else "")
         + (f", dropped {buffer['dropped']}" if buffer["dropped"] else ""),
@@ -141,6 +143,24 @@ def render_status(status: dict[str, Any]) -> str:
         # not a reason for exit 1: a hot Pi still delivers; the WARNING lines above say what
         lines[-1] += f"; host: {host_warnings} warning{'s' if host_warnings > 1 else ''} above"
     return "\n".join(lines)
+
+
+def _render_broker_extras(broker: dict[str, Any]) -> list[str]:
+    """What the broker's access control refused, failover (a broker other than the preferred
+    one) and the client certificate's expiry."""
+    lines = []
+    if broker.get("refusal"):
+        lines.append(f"           REFUSED: {broker['refusal']}")
+    brokers = broker.get("brokers") or []
+    if len(brokers) > 1 and broker["host"] != brokers[0]:
+        lines.append(f"           failed over: on {broker['host']}, preferred {brokers[0]} "
+                     "(back to it when this connection drops)")
+    days = broker.get("cert_days_left")
+    if days is not None:
+        warn = "EXPIRED" if days < 0 else "EXPIRES SOON" if days < EXPIRY_WARNING_DAYS else ""
+        lines.append(f"           client certificate: {days:.0f} days left" +
+                     (f" ({warn}: replace mqtt.cert_file)" if warn else ""))
+    return lines
 
 
 def _render_outputs(outputs: dict[str, Any]) -> list[str]:

@@ -118,7 +118,7 @@ def tail(settings: Settings, *, raw: bool = False, count: int | None = None,
 
     def on_subscribe(c: paho.Client, u: Any, mid: Any, reasons: Any, p: Any) -> None:
         # once the broker confirmed: from now on nothing published to the store is missed
-        print(f"listening on {topics.root}/# at {settings.mqtt.host}:{settings.mqtt.port}",
+        print(f"listening on {topics.root}/# at {where}",
               file=sys.stderr, flush=True)
 
     explained = False
@@ -143,11 +143,14 @@ def tail(settings: Settings, *, raw: bool = False, count: int | None = None,
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     client.on_message = on_message
-    try:
-        client.connect(**connect_args(settings.mqtt))  # type: ignore[arg-type]
-    except OSError as err:
-        print(f"agent tail: broker {settings.mqtt.host}:{settings.mqtt.port} unreachable: {err}",
-              file=sys.stderr)
+    for host, port in settings.mqtt.brokers():  # the first one that answers
+        where = f"{host}:{port}"
+        try:
+            client.connect(**connect_args(settings.mqtt, (host, port)))  # type: ignore[arg-type]
+            break
+        except OSError as err:
+            print(f"agent tail: broker {where} unreachable: {err}", file=sys.stderr)
+    else:
         return 3
     client.loop_start()
     deadline = time.monotonic() + timeout if timeout else None

@@ -20,6 +20,7 @@ import tomli_w
 
 from agent.buffer import Buffer
 from agent.config import Config, load_config
+from agent.context import undelivered_since
 from agent.driver import Driver
 from agent.errors import EventError
 from agent.pipeline import Pipeline
@@ -53,6 +54,9 @@ class _RecordingContext:
         except EventError as err:
             self._rejected.append(str(err))
             raise
+
+    def undelivered_since(self) -> float | None:
+        return undelivered_since(self._pipeline.buffer)
 
 
 class DriverHarness:

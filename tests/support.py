@@ -61,7 +61,9 @@ class Broker:
     """A real mosquitto on a free loopback port, restartable on the same port."""
 
     def __init__(self, workdir: Path, *, password: dict[str, str] | None = None,
-                 tls: dict[str, Any] | None = None, persistence: bool = False) -> None:
+                 tls: dict[str, Any] | None = None, persistence: bool = False,
+                 acl: str | None = None) -> None:
+        """``acl``: the text of a mosquitto ``acl_file``."""
         if MOSQUITTO is None:
             raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
         self.dir = workdir
@@ -87,6 +89,12 @@ class Broker:
                 subprocess.run(["mosquitto_passwd", "-b", str(pwfile), user, secret], check=True,
                                capture_output=True)
             lines.append(f"password_file {pwfile}")
+        if acl is not None:
+            (self.dir / "acl").write_text(acl)
+            lines.append(f"acl_file {self.dir / 'acl'}")
+            # mosquitto 2.0.11 with max_queued_messages 0 resets an MQTT 5 connection right after
+            # the PUBACK of a denied QoS 1 publish, instead of carrying on
+            lines[lines.index("max_queued_messages 0")] = "max_queued_messages 1000"
         if tls:
             lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}"]
             if tls.get("require_certificate"):
@@ -154,15 +162,17 @@ class Subscriber:
 
     def __init__(self, broker: Broker, topic: str = "#", *, username: str | None = None,
                  password: str | None = None, tls_ca: Path | None = None,
-                 client_cert: tuple[Path, Path] | None = None, persistent: bool = False) -> None:
-        """``persistent``: a session the broker keeps (and queues for) while we are away."""
+                 client_cert: tuple[Path, Path] | None = None, persistent: bool = False,
+                 protocol: int = paho.MQTTv5) -> None:
+        """``persistent``: a session the broker keeps (and queues for) while we are away;
+        ``protocol``: ``paho.MQTTv311`` for brokers without MQTT 5 (RabbitMQ)."""
         self.messages: list[paho.MQTTMessage] = []
         self._cond = threading.Condition()
         self.client = paho.Client(CallbackAPIVersion.VERSION2,
                                   client_id=f"test-sub-{uuid.uuid4().hex[:8]}",
-                                  protocol=paho.MQTTv5)
+                                  protocol=protocol)
         connect_props = None
-        if persistent:
+        if persistent and protocol == paho.MQTTv5:
             connect_props = Properties(PacketTypes.CONNECT)
             connect_props.SessionExpiryInterval = 3600
         if username:
@@ -197,8 +207,11 @@ class Subscriber:
         self.client.on_subscribe = on_subscribe
         self.client.on_message = on_message
         self.client.reconnect_delay_set(0.1, 0.5)
-        self.client.connect(broker.host, broker.port, clean_start=not persistent,
-                            properties=connect_props)
+        if protocol == paho.MQTTv5:
+            self.client.connect(broker.host, broker.port, clean_start=not persistent,
+                                properties=connect_props)
+        else:
+            self.client.connect(broker.host, broker.port)
         self.client.loop_start()
         if not self._subscribed.wait(10):
             raise RuntimeError("subscriber did not subscribe")
@@ -260,7 +273,10 @@ class Subscriber:
 class AgentProcess:
     """The real ``agent run`` command in a subprocess, with a config written from a dict."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any], *, env: dict[str, str] | None = None):
+    def __init__(self, workdir: Path, config: dict[str, Any], *, env: dict[str, str] | None = None,
+                 umask: int = -1):
+        self.umask = umask
+        """The process's umask (-1: inherited)."""
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config_path = write_config(self.dir / "agent.toml", config)
@@ -274,7 +290,7 @@ class AgentProcess:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [AGENT_BIN, "--config", str(self.config_path), "run", "--log-level", "debug"],
-                stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                stdout=log, stderr=subprocess.STDOUT, env=self.env, umask=self.umask,
             )
         wait_until(lambda: "started:" in self.output() or self.proc.poll() is not None,
                    timeout, "agent to start")
@@ -335,6 +351,66 @@ def agent_config(tmp: Path, broker: Broker | None, devices: dict[str, Any] | Non
     return cfg
 
 
+def request(broker: Broker, command: str, payload: bytes, *, v5_reply: bool = False,
+            reply_topic: str | None = None, root: str = "retail/t1/agent") -> dict[str, Any]:
+    """Publish one request to the test store's agent; wait for its response (on an MQTT 5
+    response topic when ``v5_reply``: ``reply_topic`` or a unique one)."""
+    if reply_topic is None:
+        reply_topic = f"{root}/response/replies-{time.monotonic_ns()}" if v5_reply else \
+            f"{root}/response/{command}"
+    sub = Subscriber(broker, reply_topic)
+    try:
+        client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        props = None
+        if v5_reply:
+            props = Properties(PacketTypes.PUBLISH)
+            props.ResponseTopic = reply_topic
+            props.CorrelationData = b"corr-1"
+        client.publish(f"{root}/request/{command}", payload, qos=1, properties=props
+                       ).wait_for_publish(5)
+        msg = wait_until(lambda: next(iter(sub.messages), None), 30, f"response to {command}")
+        client.loop_stop()
+        client.disconnect()
+        reply = json.loads(msg.payload)
+        if v5_reply:
+            assert msg.properties.CorrelationData == b"corr-1"
+        return dict(reply)
+    finally:
+        sub.close()
+
+
+def publish_requests(broker: Broker, topic: str, payloads: list[bytes], *,
+                     response_topic: str | None = None) -> None:
+    """Publish raw requests (QoS 1, MQTT 5), optionally with a response topic."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    props = None
+    if response_topic is not None:
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = response_topic
+    for payload in payloads:
+        client.publish(topic, payload, qos=1, properties=props).wait_for_publish(5)
+    client.loop_stop()
+    client.disconnect()
+
+
+def start_failover_agent(tmp: Path, brokers: list[Any], devices: dict[str, Any],
+                         agents: list[AgentProcess], **sections: dict[str, Any]) -> AgentProcess:
+    """An agent with ``mqtt.hosts`` = ``brokers`` (anything with ``port``), started and connected
+    to the first, the preferred one."""
+    cfg = agent_config(tmp, None, devices, **sections)
+    del cfg["mqtt"]["host"], cfg["mqtt"]["port"]
+    cfg["mqtt"]["hosts"] = [f"127.0.0.1:{b.port}" for b in brokers]
+    agent = AgentProcess(tmp / "a", cfg)
+    agents.append(agent)
+    agent.start(wait_connected=True)
+    assert f"connected to broker 127.0.0.1:{brokers[0].port}" in agent.output()
+    return agent
+
+
 def system_root(path: Path) -> Path:
     """An empty system tree at ``path`` with this machine's user databases, as an SD card image
     has: for ``scripts/install --root``."""
@@ -370,13 +446,22 @@ def make_tls(directory: Path, *, client: bool = False) -> dict[str, Path]:
         "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext))
     out = {"ca": ca, "cert": cert, "key": key}
     if client:
-        ckey, ccsr, ccert = (directory / n for n in ("client.key", "client.csr", "client.crt"))
-        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ckey), "-out", str(ccsr),
-            "-subj", "/CN=store-0042")
-        run("x509", "-req", "-in", str(ccsr), "-CA", str(ca), "-CAkey", str(ca_key),
-            "-CAcreateserial", "-out", str(ccert), "-days", "2")
+        ccert, ckey = issue_client_cert(directory, "client", days=2)
         out.update(client_cert=ccert, client_key=ckey)
     return out
+
+
+def issue_client_cert(directory: Path, name: str, *, days: int) -> tuple[Path, Path]:
+    """A client certificate and key ``<name>.crt``/``.key`` from ``make_tls``'s CA in
+    ``directory``, valid for ``days``."""
+    ca, ca_key = directory / "ca.crt", directory / "ca.key"
+    key, csr, cert = (directory / f"{name}.{ext}" for ext in ("key", "csr", "crt"))
+    for args in (["req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+                  "-subj", "/CN=store-0042"],
+                 ["x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+                  "-CAcreateserial", "-out", str(cert), "-days", str(days)]):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+    return cert, key
 
 
 class NotifySocket:

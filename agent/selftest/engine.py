@@ -2,7 +2,8 @@
 
 Every step ends as ``pass``, ``fail`` or ``skip`` with a detail a technician can act on and,
 where something was timed, a latency. A skip is never a pass: an exit whose alarm was neither
-stimulated nor walked ends ``incomplete``, not ``pass``.
+stimulated nor walked ends ``incomplete``, not ``pass``. Only the events the stimulus and the
+walk passes cause are marked ``test`` (``agent.selftest.marks``); the rest of the exit stays live.
 """
 
 from __future__ import annotations
@@ -177,11 +178,9 @@ class ExitSelftest:
         """Run every step; never raises for a hardware problem (that is a failed step)."""
         started, t0 = time.time(), time.monotonic()
         devices = set(self.roles.values())
-        pipeline = self.agent.pipeline
         self._emit("selftest.started", trigger=self.trigger)
         await self.operator.show({"kind": "started", "exit": self.exit, "run_id": self.run_id,
                                   "walk": self.walk, "trigger": self.trigger})
-        pipeline.set_test_devices(devices, True)
         self._watch = EventWatch(self.agent, devices)
         try:
             await self._preconditions()
@@ -210,7 +209,7 @@ class ExitSelftest:
             await self._step("internal", "fail", f"the self-test itself failed: {err}")
         finally:
             self._watch.close()
-            pipeline.set_test_devices(devices, False)
+            self.agent.marks.release(self.run_id)
         report = self._report(started, time.monotonic() - t0)
         self._emit("selftest.passed" if report["result"] == "pass" else "selftest.failed",
                    result=report["result"], summary=report["summary"], trigger=self.trigger)
@@ -269,7 +268,7 @@ class ExitSelftest:
                 await self._step("buffer", "pass", f"probe written and fsynced in {data_dir}",
                                  latency=seconds)
         publisher = self.agent.publisher
-        where = f"{publisher.mqtt.host}:{publisher.mqtt.port}"
+        where = publisher.broker
         if publisher.connected:
             await self._step("broker", "pass", f"connected to {where}")
         else:
@@ -333,6 +332,7 @@ class ExitSelftest:
                              "step); a test tag cannot be told from a real alarm now")
             return False
         tag = self.agent.driver(tag_id)
+        self._claim_stimulus()
         t0 = time.monotonic()
         try:
             pulsed = await tag.action("pulse", {})
@@ -348,6 +348,19 @@ class ExitSelftest:
             checks.append(self._expect_motion(t0))
         await asyncio.gather(*checks)
         return True
+
+    def _claim_stimulus(self) -> None:
+        """What the test tag causes, each inside its window: the pedestal's one alarm, the
+        sounder's answer and release, the camera's motion start and end."""
+        spec, claim = self.spec, self.agent.marks.claim
+        if spec.eas:
+            claim(self.run_id, spec.eas, {"eas.alarm"}, spec.alarm_within)
+        if spec.sounder:
+            types = set(self.agent.driver(spec.sounder).emits)
+            claim(self.run_id, spec.sounder, types, spec.sounder_within + SETTLE, count=2)
+        if spec.camera:
+            claim(self.run_id, spec.camera, {"camera.motion"}, spec.motion_within + SETTLE,
+                  count=2)
 
     async def _expect_alarm(self, t0: float, energised: str) -> None:
         eas, window = self.roles.get("eas"), self.spec.alarm_within
@@ -437,6 +450,7 @@ class ExitSelftest:
         else:
             for height in HEIGHTS:
                 await self._wait_rest({"eas": eas})  # the last alarm released
+                self.agent.marks.claim(self.run_id, eas, {"eas.alarm"}, window)
                 t0 = await self._prompt(f"Carry the test tag out through the exit at "
                                         f"{height.upper()} height now.", window)
                 seen = await self._watch.wait_for(_is("eas.alarm", eas), after=t0,
@@ -477,6 +491,10 @@ class ExitSelftest:
                 await self._step(name, "skip", "not run: the door never opened")
                 continue
             wait = window + (held_after if event_type == "door.held_open" else 0)
+            # opening an armed door is also a forced door: the technician's, not a real one
+            for claimed in (event_type, "door.forced") if event_type == "door.opened" \
+                    else (event_type,):
+                self.agent.marks.claim(self.run_id, door, {claimed}, wait)
             t0 = await self._prompt(text, wait)
             seen = await self._watch.wait_for(_is(event_type, door), after=t0, until=t0 + wait)
             if seen is None:

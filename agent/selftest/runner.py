@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from agent.commands import CommandError
@@ -21,8 +20,6 @@ log = logging.getLogger(__name__)
 
 SUMMARY_KEYS = ("result", "summary", "finished", "trigger", "run_id")
 """What ``agent status`` shows of an exit's last report."""
-ALARM_QUIET = 60.0
-"""A scheduled run waits until the exit's pedestal has not alarmed (for real) this long."""
 
 
 class SilentOperator:
@@ -67,8 +64,6 @@ class Selftests:
         self.dir = agent.config.settings.agent.data_dir / "selftest"
         self.last: dict[str, dict[str, Any]] = {}
         self.running: dict[str, str] = {}
-        self._last_alarm: dict[str, float] = {}
-        agent.pipeline.subscribe(self._committed)
 
     def load(self) -> None:
         """The last report of each configured exit, kept across restarts and reloads (for
@@ -85,10 +80,6 @@ class Selftests:
                 continue
             except (OSError, ValueError) as err:
                 log.warning("last self-test report %s unreadable, ignored: %s", path, err)
-
-    def _committed(self, env: dict[str, Any]) -> None:  # on the buffer's writer thread
-        if env["type"] == "eas.alarm" and not env.get("test"):
-            self._last_alarm[env["deviceid"]] = time.monotonic()
 
     def exits(self, name: str | None) -> list[str]:
         """The exits ``name`` selects (all when ``None``).
@@ -149,14 +140,12 @@ class Selftests:
         self.agent.publish_status()
 
     async def postpone_reason(self, name: str) -> str | None:
-        """Why a scheduled run should wait: running, door open, alarm active, recent alarm."""
+        """Why a scheduled run should wait: running, door open, alarm active (a recent real
+        alarm and the rate limits are the guard's, ``agent.selftest.guard``)."""
         if name in self.running:
             return f"a self-test is already running (by {self.running[name]})"
         roles = self.agent.config.exits[name].devices()
         _, reasons = await rest_report(self.agent, roles)
-        eas = roles.get("eas")
-        if eas is not None and time.monotonic() - self._last_alarm.get(eas, -1e9) < ALARM_QUIET:
-            reasons.append(f"{eas} alarmed less than {ALARM_QUIET:g} s ago")
         return "; ".join(reasons) or None
 
     def summary(self) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """Scheduled self-tests: each exit's cron ``schedule`` (APScheduler), postponed while it is busy.
 
-A run that finds the door open, an alarm input active, a real alarm in the last minute or a
-test already running is postponed by ``schedule_retry`` and tried again, until the next
-scheduled time takes over. Postponements are logged and shown in ``agent status``.
+A run that finds the door open, an alarm input active or a test already running is postponed
+by ``schedule_retry``; one that the guard refuses (a real alarm in the last minute, the exit's
+``min_interval``, ``limits.selftests_per_hour``) until the moment the guard names. Either is
+tried again then, unless the next scheduled time comes first. Postponements are logged and
+shown in ``agent status``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from apscheduler.triggers.date import DateTrigger
 
 from agent.config import cron_trigger
 from agent.events import rfc3339
+from agent.selftest.guard import Refused, SelftestGuard
 from agent.selftest.runner import Selftests, SilentOperator
 
 if TYPE_CHECKING:
@@ -29,8 +32,10 @@ log = logging.getLogger(__name__)
 class SelftestSchedule:
     """Owns the scheduler; ``start()`` in the agent's event loop, ``stop()`` on shutdown."""
 
-    def __init__(self, selftests: Selftests, exits: dict[str, ExitSection]) -> None:
+    def __init__(self, selftests: Selftests, guard: SelftestGuard,
+                 exits: dict[str, ExitSection]) -> None:
         self.selftests = selftests
+        self.guard = guard
         self.exits = {name: ex for name, ex in exits.items() if ex.schedule}
         self.postponed: dict[str, dict[str, Any]] = {}
         self._scheduler: AsyncIOScheduler | None = None
@@ -75,22 +80,29 @@ class SelftestSchedule:
         if reason is not None:
             self._postpone(name, reason)
             return
+        try:
+            self.guard.admit([name], "schedule")
+        except Refused as refused:
+            self._postpone(name, str(refused), at=refused.retry_at)
+            return
         self.postponed.pop(name, None)
         await self.selftests.run([name], walk=False, trigger="schedule",
                                  operator=SilentOperator())
 
-    def _postpone(self, name: str, reason: str) -> None:
+    def _postpone(self, name: str, reason: str, *, at: float | None = None) -> None:
+        """Try again ``schedule_retry`` from now, or at ``at`` (epoch seconds)."""
         assert self._scheduler is not None
-        retry = self.exits[name].schedule_retry
-        at = datetime.now(self._scheduler.timezone) + timedelta(seconds=retry)
+        now = datetime.now(self._scheduler.timezone)
+        retry = self.exits[name].schedule_retry if at is None else max(0.0, at - now.timestamp())
+        at_time = now + timedelta(seconds=retry)
         regular = self._scheduler.get_job(name)
         if regular is not None and regular.next_run_time is not None and \
-                regular.next_run_time <= at:
+                regular.next_run_time <= at_time:
             log.warning("scheduled self-test of %s skipped: %s; the next scheduled run is at %s",
                         name, reason, regular.next_run_time)
             self.postponed[name] = {"reason": reason, "retry_at": None}
             return
-        log.warning("scheduled self-test of %s postponed by %g s: %s", name, retry, reason)
-        self.postponed[name] = {"reason": reason, "retry_at": rfc3339(at)}
-        self._scheduler.add_job(self._due, DateTrigger(at), args=[name], id=f"{name}-retry",
+        log.warning("scheduled self-test of %s postponed by %.0f s: %s", name, retry, reason)
+        self.postponed[name] = {"reason": reason, "retry_at": rfc3339(at_time)}
+        self._scheduler.add_job(self._due, DateTrigger(at_time), args=[name], id=f"{name}-retry",
                                 replace_existing=True, misfire_grace_time=60)

@@ -25,6 +25,9 @@ class GpioOutputConfig(DriverConfig):
     )
     pulse: Duration = Field(default=0.5, gt=0, description="a pulse's length when none is given")
     max_pulse: Duration = Field(default=60.0, gt=0, description="longest pulse an action may ask")
+    max_on: Duration = Field(default=600.0, ge=0, description="an 'on' action returns to the "
+                             "safe state after this long (0: stays on); applies when safe_state "
+                             "is 'off'")
     sim_drives: str | None = Field(
         default=None,
         description="simulation only: the gpio_input device whose pin this output drives",

@@ -102,16 +102,17 @@ class GpioOutputDriver(GpioDriver):
             self._pulse_end.cancel()
             self._pulse_end = None
 
-    def _end_pulse(self) -> None:
+    def _end_pulse(self, action: str = "pulse_end") -> None:
         self._pulse_end = None
         if self._device is not None:
             self._set(False)
-            self._actuated(False, "pulse_end")
+            self._actuated(False, action)
 
     # -- actions ----------------------------------------------------------------------------------
 
     async def action(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
         """``on``, ``off``, or ``pulse`` (on now, off after ``for`` seconds; returns at once).
+        An ``on`` away from an ``off`` safe state ends after ``max_on`` (``max_on_end``).
 
         Raises:
             ActionError: unknown action, bad ``for``, or the device is not running.
@@ -124,6 +125,11 @@ class GpioOutputDriver(GpioDriver):
         self._cancel_pulse()  # a new command replaces a pulse in progress
         on = name != "off"
         self._set(on)
+        limit = self.config.max_on if name == "on" and self.config.safe_state == "off" else 0
+        if limit:
+            self._pulse_end = asyncio.get_running_loop().call_later(limit, self._end_pulse,
+                                                                    "max_on_end")
+            return self._actuated(True, "on", until=time.time() + limit)
         if seconds is None:
             return self._actuated(on, name)
         self._pulse_end = asyncio.get_running_loop().call_later(seconds, self._end_pulse)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from agent.config import ConfigPath
 from agent.driver import DriverConfig
 from agent.events import CATALOGUE
-from agent.units import Duration, Size
+from agent.units import Duration, Size, parse_size
 from drivers.onvif.mapping import TopicRule
 
 
@@ -51,8 +51,15 @@ class OnvifConfig(DriverConfig):
                                    description="event types at this camera's exit that take one")
     snapshot_profile: str = Field(default="", description="media profile token; first if empty")
     snapshot_timeout: Duration = Field(default=5.0, gt=0)
+    xml_max_bytes: Size = Field(default=4 * 1024**2, gt=0,
+                                description="the largest SOAP answer read from the camera")
+    snapshot_max_bytes: Size = Field(
+        default=8 * 1024**2, gt=0,
+        description="the largest single snapshot; a larger answer is refused and nothing saved "
+        "(the total kept is snapshot_store_bytes)")
     snapshot_keep: int = Field(default=500, ge=1)
-    snapshot_max_bytes: Size = 512 * 1024**2
+    snapshot_store_bytes: Size = Field(default=512 * 1024**2, gt=0,
+                                       description="retention: total bytes of kept snapshots")
     snapshot_max_age: Duration = 7 * 86400.0
     snapshot_test: bool = Field(default=False, description="also on test=true trigger events")
     snapshot_queue: int = Field(default=8, ge=1, description="waiting triggers; more are skipped")
@@ -73,6 +80,14 @@ class OnvifConfig(DriverConfig):
     def _exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"no such file: {value}")
+        return value
+
+    @field_validator("snapshot_max_bytes", mode="before")
+    @classmethod
+    def _one_snapshot(cls, value: object) -> object:
+        if parse_size(value) > 64 * 1024**2:
+            raise ValueError("snapshot_max_bytes is the largest single snapshot (at most 64MiB, "
+                             "default 8MiB); the total kept is snapshot_store_bytes")
         return value
 
     @field_validator("snapshot_on")

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from drivers.onvif.camera import Camera
     from drivers.onvif.simulator import FakeCamera
 
+SLACK = 5.0
+"""Seconds between writing a snapshot and emitting its ``camera.snapshot``, at most."""
+
 SIM_PASSWORD = "simulated"  # noqa: S105 - the built-in fake camera's password when none is set
 MIN_EMPTY_PULL = 1.0
 """An empty PullMessages answer sooner than this (or the timeout) is followed by a pause."""
@@ -134,7 +137,8 @@ class OnvifDriver(Driver):
         cfg = self.config
         # Read for every attempt: a corrected password file needs no agent restart.
         cam = Camera(host, port, username, await self._password(),
-                     request_timeout=cfg.request_timeout, lifetime=cfg.subscription_lifetime)
+                     request_timeout=cfg.request_timeout, lifetime=cfg.subscription_lifetime,
+                     xml_max_bytes=int(cfg.xml_max_bytes))
         self.log.debug("connecting to camera %s:%s as %r", host, port, username or "(anonymous)")
         try:
             await cam.connect(want_profiles=bool(cfg.snapshot_on))
@@ -280,7 +284,7 @@ class OnvifDriver(Driver):
         cfg = self.config
         assert self._triggers is not None
         store = SnapshotStore(self.context.data_dir(self.device_id) / "snapshots",
-                              keep=cfg.snapshot_keep, max_bytes=int(cfg.snapshot_max_bytes),
+                              keep=cfg.snapshot_keep, max_bytes=int(cfg.snapshot_store_bytes),
                               max_age=cfg.snapshot_max_age)
         while True:
             env = await self._triggers.get()
@@ -296,9 +300,15 @@ class OnvifDriver(Driver):
         cam = self.camera
         if cam is None:
             raise RuntimeError("camera offline")
-        image = await cam.snapshot(self.config.snapshot_profile, self.config.snapshot_timeout)
+        cfg = self.config
+        image = await cam.snapshot(cfg.snapshot_profile, cfg.snapshot_timeout,
+                                   int(cfg.snapshot_max_bytes))
         taken = time.time()
-        saved = await asyncio.to_thread(store.save, image, env["id"], taken)
+        since = await asyncio.to_thread(self.context.undelivered_since)
+        # A snapshot saved since the oldest unpublished event may be what one of them names
+        # (its camera.snapshot is emitted just after the file is written, hence the slack).
+        saved = await asyncio.to_thread(store.save, image, env["id"], taken,
+                                        keep_since=None if since is None else since - SLACK)
         self.emit("camera.snapshot", {"path": str(saved.path), "sha256": saved.sha256,
                                       "bytes": saved.bytes, "trigger_id": env["id"]}, time=taken)
         self.counts["snapshots"] += 1

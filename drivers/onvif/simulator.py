@@ -159,6 +159,19 @@ class FakeCamera:
         """Answer PullMessages at once even when nothing is waiting (some firmwares do)."""
         self.snapshot_delay = 0.0
         """Seconds the snapshot URI takes to answer (a camera busy encoding)."""
+        self.snapshot_size = 0
+        """A hostile camera: pad each snapshot to this many bytes, streamed without a length."""
+        self.snapshot_uri: str | None = None
+        """A hostile camera: report this snapshot URI instead of its own."""
+        self.snapshot_redirect: str | None = None
+        """A hostile camera: answer the snapshot URI with a 302 to this location."""
+        self.pull_padding = 0
+        """A hostile camera: stream this many bytes of whitespace after each PullMessages answer."""
+        self.pull_depth = 0
+        """A hostile camera: nest an element this deep in each PullMessages answer."""
+        self.snapshot_requests = 0
+        self.snapshot_logins = 0
+        """Snapshot requests that carried an ``Authorization`` header (a login sent here)."""
         self.auth_window = auth_window
         self.initial_state = initial_state
         self.subscriptions: dict[str, _Subscription] = {}
@@ -282,11 +295,12 @@ class FakeCamera:
             return self._fault(SoapFault("ter:WellFormed", f"not XML: {err}"))
         if isinstance(result, web.StreamResponse):
             return result
-        return web.Response(
-            body=f'<?xml version="1.0" encoding="UTF-8"?><env:Envelope {_XMLNS}><env:Body>{result}'
-                 "</env:Body></env:Envelope>",
-            content_type="application/soap+xml", charset="utf-8",
-        )
+        body = (f'<?xml version="1.0" encoding="UTF-8"?><env:Envelope {_XMLNS}><env:Body>{result}'
+                "</env:Body></env:Envelope>")
+        if op == "PullMessages" and self.pull_padding:
+            return await self._stream(request, body.encode(), self.pull_padding, fill=b" ",
+                                      content_type="application/soap+xml; charset=utf-8")
+        return web.Response(body=body, content_type="application/soap+xml", charset="utf-8")
 
     def _fault(self, fault: SoapFault) -> web.Response:
         xml = (
@@ -386,7 +400,8 @@ class FakeCamera:
         if token != "profile_1":  # noqa: S105 - a profile token, not a secret
             raise SoapFault("ter:InvalidArgVal", f"no profile {token!r}")
         return (
-            f"<trt:GetSnapshotUriResponse><trt:MediaUri><tt:Uri>{self.base}/snapshot.jpg</tt:Uri>"
+            f"<trt:GetSnapshotUriResponse><trt:MediaUri><tt:Uri>"
+            f"{escape(self.snapshot_uri or self.base + '/snapshot.jpg')}</tt:Uri>"
             "<tt:InvalidAfterConnect>false</tt:InvalidAfterConnect><tt:InvalidAfterReboot>false"
             "</tt:InvalidAfterReboot><tt:Timeout>PT0S</tt:Timeout></trt:MediaUri>"
             "</trt:GetSnapshotUriResponse>"
@@ -460,6 +475,7 @@ class FakeCamera:
             f"<tev:PullMessagesResponse><tev:CurrentTime>{_iso(now)}</tev:CurrentTime>"
             f"<tev:TerminationTime>{_iso(sub.terminates)}</tev:TerminationTime>"
             + "".join(m.xml(now) for m in messages)
+            + "<tev:x>" * self.pull_depth + "</tev:x>" * self.pull_depth
             + "</tev:PullMessagesResponse>"
         )
 
@@ -482,7 +498,11 @@ class FakeCamera:
 
     # -- snapshot (HTTP digest, RFC 7616 MD5 with qop=auth) ----------------------------------------
 
-    async def _snapshot(self, request: web.Request) -> web.Response:
+    async def _snapshot(self, request: web.Request) -> web.StreamResponse:
+        self.snapshot_requests += 1
+        self.snapshot_logins += "Authorization" in request.headers
+        if self.snapshot_redirect:
+            raise web.HTTPFound(self.snapshot_redirect)
         if not self._digest_ok(request):
             return web.Response(status=401, headers={"WWW-Authenticate": (
                 f'Digest realm="fakecam", qop="auth", nonce="{self._digest_nonce}", '
@@ -491,7 +511,27 @@ class FakeCamera:
         self.snapshots += 1
         comment = f"fakecam snapshot {self.snapshots} {time.time():.6f}".encode()
         segment = b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment
-        return web.Response(body=_JPEG[:2] + segment + _JPEG[2:], content_type="image/jpeg")
+        image = _JPEG[:2] + segment + _JPEG[2:]
+        if self.snapshot_size > len(image):
+            return await self._stream(request, image, self.snapshot_size)
+        return web.Response(body=image, content_type="image/jpeg")
+
+    async def _stream(self, request: web.Request, head: bytes, size: int, *,
+                      fill: bytes = b"\0", content_type: str = "image/jpeg"
+                      ) -> web.StreamResponse:
+        """``head`` followed by ``fill`` up to ``size`` bytes, chunked without a length, until
+        the client hangs up."""
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(head)
+        chunk, sent = fill * (256 * 1024), len(head)
+        with contextlib.suppress(ConnectionError):
+            while sent < size:
+                await response.write(chunk[:size - sent])
+                sent += len(chunk)
+            await response.write_eof()
+        return response
 
     def _digest_ok(self, request: web.Request) -> bool:
         header = request.headers.get("Authorization", "")

@@ -52,8 +52,11 @@ class SnapshotStore:
         self.directory = directory
         self.keep, self.max_bytes, self.max_age = keep, max_bytes, max_age
 
-    def save(self, image: bytes, trigger_id: str, when: float) -> SavedSnapshot:
-        """Write ``image`` atomically and prune; returns where it went and its hash.
+    def save(self, image: bytes, trigger_id: str, when: float, *,
+             keep_since: float | None = None) -> SavedSnapshot:
+        """Write ``image`` atomically, then prune older files (never it, never one written at
+        or after ``keep_since``: those an unpublished event may name); returns where it went
+        and its hash.
 
         Raises:
             OSError: the file could not be written.
@@ -62,7 +65,7 @@ class SnapshotStore:
         stamp = datetime.fromtimestamp(when, UTC).strftime("%Y%m%dT%H%M%S%f")[:-3]
         path = self.directory / f"{stamp}Z-{trigger_id[-12:]}.jpg"
         write_atomic(path, image)
-        self.prune()
+        self.prune(keep={path}, keep_since=keep_since)
         return SavedSnapshot(path, hashlib.sha256(image).hexdigest(), len(image))
 
     def files(self) -> list[tuple[Path, int, float]]:
@@ -76,18 +79,20 @@ class SnapshotStore:
             out.append((path, st.st_size, st.st_mtime))
         return sorted(out, key=lambda f: (f[2], f[0].name))
 
-    def prune(self, now: float | None = None) -> int:
-        """Delete the oldest snapshots beyond the limits; returns how many went."""
+    def prune(self, now: float | None = None, *, keep: Collection[Path] = (),
+              keep_since: float | None = None) -> int:
+        """Delete the oldest snapshots beyond the count, bytes or age limit, except those in
+        ``keep`` and those written at or after ``keep_since`` (all still count towards the
+        limits); returns how many went."""
         now = time.time() if now is None else now
         files = self.files()
-        total = sum(size for _, size, _ in files)
+        count, total = len(files), sum(size for _, size, _ in files)
         removed = 0
         for path, size, mtime in files:
-            over = (len(files) - removed > self.keep or total > self.max_bytes
-                    or now - mtime > self.max_age)
-            if not over:
+            if path in keep or (keep_since is not None and mtime >= keep_since):
+                continue
+            if count <= self.keep and total <= self.max_bytes and now - mtime <= self.max_age:
                 break
             path.unlink(missing_ok=True)
-            total -= size
-            removed += 1
+            count, total, removed = count - 1, total - size, removed + 1
         return removed

@@ -104,7 +104,7 @@ def test_live_payloads_fit_the_document(tmp_path, broker, subscriber, agents):
     agent.start(wait_connected=True)
     wait_until(lambda: subscriber.payloads(f"{ROOT}/state/exit1-door"), 10, "the door's state")
     props = Properties(PacketTypes.PUBLISH)
-    props.ResponseTopic = f"{ROOT}/test/{uuid.uuid4().hex}"
+    props.ResponseTopic = f"{ROOT}/agent/response/test-{uuid.uuid4().hex}"
     props.CorrelationData = b"c1"
     for command, request in (("selftest", {"id": "r1", "exit": "exit1"}),
                              ("status", {"id": "r2"}), ("sim", {"id": "r3"})):

@@ -38,11 +38,12 @@ def test_full_buffer_drops_lowest_priority_first_and_says_so(tmp_path, agents):
         wait_until(lambda: len(sub.events("eas.alarm")) >= 50, 20, "every alarm")
         agent.stop()
         sub.sync()  # the people counts after the last alarm, and the last drop reports
-        alarms = sub.events("eas.alarm")
+        alarms = list({e["id"]: e for e in sub.events("eas.alarm")}.values())
         assert sorted(a["data"]["level"] for a in alarms) == list(range(50)), "an alarm was lost"
-        counts = sub.events("eas.people_count")
+        # at least once: a duplicate (same id) after a reconnect is not a second event
+        counts = list({e["id"]: e for e in sub.events("eas.people_count")}.values())
         assert 0 < len(counts) < 1450, "people counts should have been dropped, not alarms"
-        reports = sub.events("agent.events_dropped")
+        reports = list({e["id"]: e for e in sub.events("agent.events_dropped")}.values())
         dropped = sum(r["data"]["count"] for r in reports)
         assert all(r["data"]["reason"] == "buffer_full" for r in reports)
         assert dropped == 1450 - len(counts)

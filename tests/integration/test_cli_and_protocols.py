@@ -216,4 +216,7 @@ def test_debug_log_tells_support_what_happens_and_never_a_secret(tmp_path, broke
     assert "DEBUG agent.control: control request status" in log
     assert "DEBUG agent.control: control request status answered ok in" in log
     assert "DEBUG agent.control: control request refused: no device 'nosuch'" in log
+    assert f"DEBUG agent.publisher: connecting to broker 127.0.0.1:{broker.port} (MQTT 5, " \
+           "TLS off, user 'store')" in log
+    assert "DEBUG agent.publisher: broker 127.0.0.1:" in log and "answered the CONNECT" in log
     assert secret not in log

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -154,12 +155,21 @@ async def test_snapshot_on_alarm_at_the_same_exit(camera, tmp_path):
             assert hashlib.sha256(image).hexdigest() == snap["data"]["sha256"]
             assert len(image) == snap["data"]["bytes"]
             assert snap["subject"] == "exit1"
-        assert not Path(snaps[0]["data"]["path"]).exists()  # snapshot_keep = 2
+        # snapshot_keep = 2, but no event has reached a broker: retention deletes none of them
+        assert all(Path(snap["data"]["path"]).exists() for snap in snaps)
+        h.pipeline.ack([e["seq"] for e in h.events])  # now the broker has every event
+        await wait(lambda: h.pipeline.buffer.stats().depth == 0, 5, "acknowledged")
+        for snap in snaps:  # and they are a minute old
+            os.utime(snap["data"]["path"], (time.time() - 60, time.time() - 60))
+        ids.append(h.pipeline.emit("eas1", "eas.alarm", {"direction": "out"}))
+        snaps.append(await h.wait_for("camera.snapshot", count=4))
+        assert [Path(snap["data"]["path"]).exists() for snap in snaps] == \
+            [False, False, True, True]  # published: pruned down to the newest two
         assert Path(snaps[0]["data"]["path"]).parent == tmp_path / "data" / "devices" / "dev1" / \
             "snapshots"
         await asyncio.sleep(0.3)
-        assert len(h.of_type("camera.snapshot")) == 3  # not for the test or other-exit alarms
-        assert camera.snapshots == 3
+        assert len(h.of_type("camera.snapshot")) == 4  # not for the test or other-exit alarms
+        assert camera.snapshots == 4
 
 
 async def test_a_slow_snapshot_does_not_delay_events(camera, tmp_path):

@@ -5,16 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from support import AGENT_BIN, AgentProcess, Subscriber, agent_config, free_port, wait_until
+from support import AGENT_BIN, AgentProcess, agent_config, free_port, request, wait_until
 
 TOPIC = "retail/t1/agent"
 FAST_CAM = {"pull_timeout": "1s", "retry_min": "100ms", "retry_max": "500ms",
@@ -287,33 +282,6 @@ def test_walk_test_through_the_service(tmp_path, broker, subscriber, agents):
     assert agent.stop() == 0
 
 
-def request(broker, command: str, payload: bytes, *, v5_reply: bool = False) -> dict:
-    """Publish one request; wait for its response (MQTT 5 response topic when ``v5_reply``)."""
-    reply_topic = f"test/replies/{time.monotonic_ns()}" if v5_reply else \
-        f"{TOPIC}/response/{command}"
-    sub = Subscriber(broker, reply_topic)
-    try:
-        client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-        client.connect(broker.host, broker.port)
-        client.loop_start()
-        props = None
-        if v5_reply:
-            props = Properties(PacketTypes.PUBLISH)
-            props.ResponseTopic = reply_topic
-            props.CorrelationData = b"corr-1"
-        client.publish(f"{TOPIC}/request/{command}", payload, qos=1, properties=props
-                       ).wait_for_publish(5)
-        msg = wait_until(lambda: next(iter(sub.messages), None), 30, f"response to {command}")
-        client.loop_stop()
-        client.disconnect()
-        reply = json.loads(msg.payload)
-        if v5_reply:
-            assert msg.properties.CorrelationData == b"corr-1"
-        return reply
-    finally:
-        sub.close()
-
-
 def test_remote_requests_are_allow_listed_and_answered(tmp_path, broker, subscriber, agents):
     agent = start(tmp_path, agents, config(tmp_path, broker, exit1()))
     reply = request(broker, "selftest", b'{"id": "r1", "exit": "exit1"}', v5_reply=True)
@@ -338,7 +306,9 @@ def test_remote_requests_are_allow_listed_and_answered(tmp_path, broker, subscri
 
 
 def test_scheduled_runs_wait_while_the_door_is_open(tmp_path, broker, subscriber, agents):
-    cfg = config(tmp_path, broker, exit1(), schedule="*/2 * * * * *", schedule_retry="1s")
+    cfg = config(tmp_path, broker, exit1(), schedule="*/2 * * * * *", schedule_retry="1s",
+                 min_interval="0s")
+    cfg["limits"] = {"selftests_per_hour": 1000}
     agent = start(tmp_path, agents, cfg)  # runs may already have happened while it started
     assert agent.run_cli("sim", "gpio", "exit1-door", "open").returncode == 0
 

@@ -13,6 +13,7 @@ from agent.config import (
     ExitSection,
     GpioSection,
     HomeAssistantSection,
+    LimitsSection,
     MetricsSection,
     MqttSection,
     Settings,
@@ -52,6 +53,7 @@ def test_every_section_is_in_the_example(section):
     ("buffer", BufferSection), ("metrics", MetricsSection), ("exits", ExitSection),
     ("web", WebSection),
     ("homeassistant", HomeAssistantSection),
+    ("limits", LimitsSection),
 ])
 def test_every_key_is_in_the_example(section, model):
     text = EXAMPLE.read_text()
