@@ -305,10 +305,13 @@ def test_a_disk_full_of_events_owed_to_a_down_vms_is_freed_when_it_catches_up(
 
         wait_until(caught_up, 90, "every alarm the broker got at the VMS too")
         assert agent.stop() == 0
+        subscriber.sync()
         mqtt = subscriber.events("eas.alarm")
         got = vms_seqs()
         assert got == sorted(set(got)), "each once, in seq order"
-        assert set(got) == {e["seq"] for e in mqtt}
+        # Every alarm the broker got, the VMS got too. The VMS may be ahead: what the broker
+        # had not acknowledged when the agent stopped stays buffered for the next start.
+        assert set(got) >= {e["seq"] for e in mqtt}
         assert "Traceback" not in agent.output()
     finally:
         vms.stop()
