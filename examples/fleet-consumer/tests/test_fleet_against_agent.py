@@ -46,9 +46,11 @@ def test_a_kill_9_storm_gives_zero_false_gaps(tmp_path, persistent_broker, agent
     agent = AgentProcess(tmp_path / "a", agent_config(tmp_path, broker, feed(tmp_path, 3000)))
     agent_processes.append(agent)
     rng = random.Random(13)
+    lived = 1                                     # the last run, which finishes the replay
     for kill in range(8):
         agent.start()
         before, more = last_seq(client), rng.choice([0, 20, 150, 400])
+        lived += bool(more)
         if more:
             wait_until(lambda b=before, m=more: last_seq(client) >= b + m, 20,
                        f"{more} more events before kill {kill + 1}")
@@ -60,8 +62,13 @@ def test_a_kill_9_storm_gives_zero_false_gaps(tmp_path, persistent_broker, agent
 
     (row,) = client.rows(grace=0)
     assert row["gap_ranges"] == [] and row["dropped"] == 0
-    assert row["events"] == high > 3000           # every seq once, across 9 bootids
-    assert len(client.read(lambda f: f.stores["t1"].bootids)) == 9
+    assert row["events"] == high > 3000           # every seq once, across the runs
+    # A run killed right after its start line may die before it commits anything: then no
+    # event carries its bootid. The consumer knows every boot the broker saw, and at least
+    # every run that lived long enough to publish.
+    boots = client.read(lambda f: set(f.stores["t1"].bootids))
+    assert boots == {e["bootid"] for e in sub.events()}
+    assert len(boots) >= lived
     client.stop()
     sub.close()
 
