@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 DROP INDEX IF EXISTS events_by_priority;
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kept (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
 _INSERT = "INSERT INTO events (seq, priority, created, device, type, payload) VALUES (?,?,?,?,?,?)"
 """Columns named: a buffer has a ``published`` column too (outputs, agent/outputs)."""
@@ -134,6 +135,7 @@ class _Moves:
     acked: list[int]
     cursors: dict[str, int]
     drop: list[int]
+    kept: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -389,9 +391,11 @@ class Buffer:
     def commit(
         self, batch: list[Pending], acked: Iterable[int] = (), *,
         cursors: dict[str, int] | None = None, drop: Iterable[int] = (),
+        kept: dict[str, str] | None = None,
     ) -> tuple[list[dict[str, Any]], list[Dropped]]:
-        """Commit ``batch``, the broker's ``acked`` seqs and the outputs' ``cursors`` in one
-        transaction (one fsync); ``drop`` seqs are deleted whoever still wants them.
+        """Commit ``batch``, the broker's ``acked`` seqs, the outputs' ``cursors`` and the
+        drivers' ``kept`` states in one transaction (one fsync); ``drop`` seqs are deleted
+        whoever still wants them.
 
         Without outputs an acked event is deleted; with outputs it is marked published and
         deleted once every output's cursor has passed it.
@@ -413,7 +417,7 @@ class Buffer:
                     f"the disk is full: no room for the {self.reserve.size}-byte reserve that "
                     "deleting published events needs (buffer.reserve)")
         acked = list(acked)
-        moves = _Moves(acked, dict(cursors or {}), list(drop))
+        moves = _Moves(acked, dict(cursors or {}), list(drop), dict(kept or {}))
         try:
             result = self._commit(batch, moves)
         except (sqlite3.Error, OSError) as err:
@@ -433,7 +437,7 @@ class Buffer:
             last = LastRun(self._next_seq - 1, True, self._boot, self.ledger.reserved)
             self._account_for(last, self._reset(str(fault)))
             self._load_cursors()
-            result = self._commit(batch, _Moves([], {}, []))
+            result = self._commit(batch, _Moves([], {}, [], moves.kept))
         self._watch_wal()
         return result
 
@@ -554,6 +558,9 @@ class Buffer:
             if moves.cursors:
                 db.executemany("INSERT OR REPLACE INTO cursors VALUES (?, ?)",
                                list(moves.cursors.items()))
+            if moves.kept:
+                db.executemany("INSERT OR REPLACE INTO kept VALUES (?, ?)",
+                               list(moves.kept.items()))
             if horizon > self._horizon:
                 removed += _remove(db, "seq > ? AND seq <= ? AND published = 1",
                                    self._horizon, horizon)
@@ -749,6 +756,19 @@ class Buffer:
             # The writer thread owns recovery; the publisher retries on its next wake-up.
             log.warning("reading the event buffer failed: %s", err)
             return []
+
+    def kept(self, key: str) -> str | None:
+        """The last committed value of the kept state ``key`` (``None``: never kept, or the
+        buffer cannot be read now)."""
+        if self._db is None:
+            return None
+        try:
+            row = self._reader().execute("SELECT value FROM kept WHERE key = ?",
+                                         (key,)).fetchone()
+        except sqlite3.Error as err:
+            log.warning("reading the kept state %s from the event buffer failed: %s", key, err)
+            return None
+        return None if row is None else str(row[0])
 
     def stats(self) -> Stats:
         """Depth, bytes and the age of the oldest event."""

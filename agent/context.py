@@ -64,6 +64,12 @@ class Context:
     def data_dir(self, device_id: str) -> Path:
         return self.pipeline.data_dir(device_id)
 
+    def keep(self, device_id: str, name: str, value: dict[str, Any]) -> None:
+        self.pipeline.keep(device_id, name, value)
+
+    def kept(self, device_id: str, name: str) -> dict[str, Any] | None:
+        return self.pipeline.kept(device_id, name)
+
     def exit_of(self, device_id: str) -> str | None:
         return self.pipeline.exit_of(device_id)
 

@@ -163,6 +163,21 @@ class DriverContext(Protocol):
         """A directory of the device's own under the agent's data directory (created)."""
         ...
 
+    def keep(self, device_id: str, name: str, value: dict[str, Any]) -> None:
+        """Keep ``value`` (JSON-able) as the device's state ``name`` across restarts.
+
+        It is committed to the event buffer in the same transaction as every event the device
+        emitted before this call, so after a crash or a power cut the state matches the events
+        that survived: e.g. a counter's last value, from which the next run counts on. Cheap:
+        no write of its own; only the latest value per name is committed.
+        """
+        ...
+
+    def kept(self, device_id: str, name: str) -> dict[str, Any] | None:
+        """The device's state ``name`` as last kept (in this run or an earlier one), or
+        ``None``. A small disk read: call it at start, not per event."""
+        ...
+
     def exit_of(self, device_id: str) -> str | None:
         """The exit a device belongs to (``[exits.*]``), which is also its events' subject."""
         ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -16,7 +17,7 @@ from agent.backoff import Backoff
 from agent.buffer import Buffer, Dropped, Pending
 from agent.clock import ClockWatch
 from agent.config import Config, Settings
-from agent.events import AGENT_DEVICE, priority_of, rfc3339, uuid7, validate_data
+from agent.events import AGENT_DEVICE, dumps, priority_of, rfc3339, uuid7, validate_data
 from agent.spill import Spill
 from agent.storage import StorageUnavailable
 from agent.watchdog import Heartbeat
@@ -165,6 +166,20 @@ class Pipeline:
 
     def publish_state(self, device_id: str, state: dict[str, Any]) -> None:
         self.on_state(device_id, state)
+
+    def keep(self, device_id: str, name: str, value: dict[str, Any]) -> None:
+        """Commit ``value`` as the device's state ``name`` with the events emitted so far."""
+        self.spill.keep(f"{device_id}/{name}", dumps(value).decode())
+
+    def kept(self, device_id: str, name: str) -> dict[str, Any] | None:
+        """The device's state ``name`` as last kept (waiting or committed), or ``None``."""
+        key = f"{device_id}/{name}"
+        text = self.spill.kept(key) or self.buffer.kept(key)
+        try:
+            value = None if text is None else json.loads(text)
+        except ValueError:
+            value = None
+        return value if isinstance(value, dict) else None
 
     def data_dir(self, device_id: str) -> Path:
         path = self.settings.agent.data_dir / "devices" / device_id
@@ -322,20 +337,20 @@ class Pipeline:
         when the buffer refused."""
         cursors = cursors or {}
         while True:
-            batch = self.spill.take(MAX_BATCH)
+            batch, kept = self.spill.take_with_kept(MAX_BATCH)
             with self._lock:
                 report = self._held_drops_report()
             if report is not None:
                 batch.append(report)
-            if not batch and not acks and not cursors:
+            if not batch and not acks and not cursors and not kept:
                 return True
             try:
-                committed, drops = self.buffer.commit(batch, acks, cursors=cursors)
+                committed, drops = self.buffer.commit(batch, acks, cursors=cursors, kept=kept)
             except StorageUnavailable as err:
                 self._storage_failed(err)
                 if report is not None:
                     batch.pop()  # made again, with what is dropped meanwhile, next time
-                self._note_held_drops(self.spill.put_back(batch))
+                self._note_held_drops(self.spill.put_back(batch, kept))
                 if acks or cursors:
                     self._free(acks, cursors)
                 return False
@@ -343,7 +358,8 @@ class Pipeline:
                 self.last_commit_error = f"{type(err).__name__}: {err}"
                 log.exception("committing %d events failed", len(batch))
                 self._put_back_cursors(cursors)
-                self._note_held_drops(self.spill.put_back(batch[:-1] if report else batch))
+                self._note_held_drops(self.spill.put_back(batch[:-1] if report else batch,
+                                                          kept))
                 return False
             if report is not None:
                 with self._lock:

@@ -22,6 +22,10 @@ class Spill:
     up to ``limit``. Past the limit the oldest event of the lowest priority present goes, never
     an event of a higher priority than the one arriving: alarms are never dropped for telemetry.
     ``put`` never blocks, so a GPIO edge callback is never held up; it returns what it dropped.
+
+    It also holds the drivers' kept state (``keep``: e.g. a Modbus device's counter values),
+    latest value per key, which ``take_with_kept`` hands out only with the batch that empties
+    the hold: a state is committed in the same transaction as every event emitted before it.
     """
 
     def __init__(self, limit: int) -> None:
@@ -33,6 +37,7 @@ class Spill:
         self._order = itertools.count()
         self._front = itertools.count(-1, -1)  # for batches put back ahead of everything
         self._size = 0
+        self._kept: dict[str, str] = {}
         self._lock = threading.Lock()
         self.not_empty = threading.Condition(self._lock)
 
@@ -59,6 +64,26 @@ class Spill:
         with self._lock:
             return list(self._take(limit))
 
+    def keep(self, key: str, value: str) -> None:
+        """Hold ``value`` as the state ``key`` to commit with the events emitted so far."""
+        with self._lock:
+            self._kept[key] = value
+            self.not_empty.notify()
+
+    def kept(self, key: str) -> str | None:
+        """The value of ``key`` waiting to be committed, if any."""
+        with self._lock:
+            return self._kept.get(key)
+
+    def take_with_kept(self, limit: int) -> tuple[list[Pending], dict[str, str]]:
+        """Like ``take``, and the kept states when this batch empties the hold."""
+        with self._lock:
+            batch = list(self._take(limit))
+            kept: dict[str, str] = {}
+            if not self._size and self._kept:
+                kept, self._kept = self._kept, {}
+            return batch, kept
+
     def _take(self, limit: int) -> Iterator[Pending]:
         heads = [q for q in self._queues.values() if q]
         while heads and limit > 0:
@@ -69,11 +94,15 @@ class Spill:
             if not queue:
                 heads.remove(queue)
 
-    def put_back(self, batch: list[Pending]) -> list[Pending]:
-        """Return a batch that could not be committed to the front, in order; returns what the
-        limit dropped meanwhile (the lowest priorities first)."""
+    def put_back(self, batch: list[Pending], kept: dict[str, str] | None = None,
+                 ) -> list[Pending]:
+        """Return a batch that could not be committed to the front, in order, with its kept
+        states (unless newer ones came meanwhile); returns what the limit dropped meanwhile
+        (the lowest priorities first)."""
         dropped: list[Pending] = []
         with self._lock:
+            for key, value in (kept or {}).items():
+                self._kept.setdefault(key, value)
             for pending in reversed(batch):
                 self._queues[pending.priority].appendleft((next(self._front), pending))
                 self._size += 1

@@ -1,5 +1,11 @@
-"""Counter values kept in the device's data directory across agent restarts, so that alarms a
-controller counted while the agent was down (a restart, an upgrade) still become events."""
+"""Counter values kept across agent restarts, so that alarms a controller counted while the
+agent was down (a restart, an upgrade) still become events.
+
+They are kept with ``DriverContext.keep``: committed to the event buffer in the same
+transaction as the events counted from them, so that after a crash or a power cut the saved
+values match the events that survived (nothing counted twice, nothing missed). Agents before
+this kept them in ``<data_dir>/devices/<id>/counters.json``, written and fsynced at every poll
+that changed one; that file is still read once when the buffer holds nothing yet."""
 
 from __future__ import annotations
 
@@ -10,12 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.files import write_atomic
+__all__ = ["FILE", "NAME", "CounterStore", "Restored", "read_legacy"]
 
-__all__ = ["FILE", "CounterStore", "Restored"]
-
+NAME = "counters"
+"""The name of the kept state (``DriverContext.keep``)."""
 FILE = "counters.json"
 VERSION = 1
+
+
+def read_legacy(directory: Path) -> dict[str, Any] | None:
+    """What an older agent saved in ``counters.json`` (``None``: nothing readable)."""
+    try:
+        doc = json.loads((directory / FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 @dataclass(frozen=True)
@@ -29,31 +44,32 @@ class Restored:
 
 
 class CounterStore:
-    """``counters.json`` of one device: its controller, and per counter where it is read and
-    its last value. A counter whose table, address or type changed is not restored."""
+    """The counters of one device: its controller, and per counter where it is read and its
+    last value. A counter whose table, address or type changed is not restored."""
 
-    def __init__(self, directory: Path, controller: str) -> None:
-        self.path = directory / FILE
+    def __init__(self, controller: str) -> None:
         self.controller = controller
         self._written: dict[str, Any] | None = None
 
-    def load(self, counters: Mapping[str, tuple[str, int, str]]) -> Restored:
-        """Baselines of ``counters`` (name -> (table, address, type)) from the file.
+    def load(self, counters: Mapping[str, tuple[str, int, str]],
+             saved: Mapping[str, Any] | None) -> Restored:
+        """Baselines of ``counters`` (name -> (table, address, type)) from ``saved``.
 
-        A file saved for another controller (the map now points elsewhere: a replaced unit)
+        State saved for another controller (the map now points elsewhere: a replaced unit)
         gives 0 for every counter: the new controller's counts are counted as after a reset,
-        within ``max_step``. A missing file restores nothing (a first start); an unreadable
-        one is reported and ignored.
+        within ``max_step``. Nothing saved restores nothing (a first start); a state that
+        cannot be understood is reported and ignored.
         """
+        if saved is None:
+            return Restored({}, None, [])
         try:
-            saved = json.loads(self.path.read_text(encoding="utf-8"))
             entries = saved["counters"]
             controller, saved_at = str(saved["controller"]), float(saved["saved_at"])
-        except FileNotFoundError:
-            return Restored({}, None, [])
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            return Restored({}, None, [f"{self.path} unreadable ({err}): counting starts from "
-                                       "the first read"])
+            if not isinstance(entries, dict):
+                raise TypeError("counters is not a table")
+        except (ValueError, KeyError, TypeError) as err:
+            return Restored({}, None, [f"saved counter values unreadable ({err!r}): counting "
+                                       "starts from the first read"])
         if controller != self.controller:
             return Restored(dict.fromkeys(counters, 0), saved_at, [
                 f"counters were saved for another controller ({controller}), now "
@@ -72,19 +88,13 @@ class CounterStore:
             values[name] = entry["value"]
         return Restored(values, saved_at, notes)
 
-    def save(self, values: Mapping[str, tuple[str, int, str, int]]) -> bool:
-        """Write the counters (name -> (table, address, type, value)) when they changed since
-        the last write; True when written.
-
-        Raises:
-            OSError: the data directory cannot be written.
-        """
+    def document(self, values: Mapping[str, tuple[str, int, str, int]]) -> dict[str, Any] | None:
+        """The state to keep for the counters (name -> (table, address, type, value)), or
+        ``None`` when they did not change since the last one."""
         counters = {name: {"table": t, "address": a, "type": vt, "value": v}
                     for name, (t, a, vt, v) in values.items()}
         if counters == self._written:
-            return False
-        doc = {"version": VERSION, "controller": self.controller, "saved_at": time.time(),
-               "counters": counters}
-        write_atomic(self.path, json.dumps(doc, indent=1).encode())
+            return None
         self._written = counters
-        return True
+        return {"version": VERSION, "controller": self.controller, "saved_at": time.time(),
+                "counters": counters}

@@ -15,7 +15,8 @@ from agent.backoff import Backoff
 from agent.driver import ActionError, Conformance, Driver, HealthCheck, timestamp
 from agent.units import format_duration
 from drivers.modbus.config import PARITY, ModbusConfig, RegisterEntry
-from drivers.modbus.counters import CounterStore
+from drivers.modbus.counters import NAME as COUNTERS
+from drivers.modbus.counters import CounterStore, read_legacy
 from drivers.modbus.registers import Block, CounterStep, Tracker, decode, plan_reads
 
 if TYPE_CHECKING:
@@ -74,7 +75,6 @@ class ModbusDriver(Driver):
         self._store: CounterStore | None = None
         self._restored: dict[int, int] = {}
         """Map entry -> the counter value restored from disk, until its first read."""
-        self._save_failed = False
         self.polls = 0
         self.last_poll_at: float | None = None
         self._host, self._tcp_port = cfg.host, cfg.tcp_port
@@ -101,7 +101,7 @@ class ModbusDriver(Driver):
             self._host, self._tcp_port = self.sim.host, self.sim.port
             self.log.info("simulated EAS controller on %s:%d", self.sim.host, self.sim.port)
         else:  # a simulated controller is a new one at every start: nothing to carry over
-            self._store = CounterStore(self.context.data_dir(self.device_id), self._where())
+            self._store = CounterStore(self._where())
             self._restore_counters(self._store)
         backoff = Backoff(initial=cfg.reconnect_min, cap=cfg.reconnect_max)
         self.update_state(requests_per_poll=len(self.blocks))
@@ -164,7 +164,7 @@ class ModbusDriver(Driver):
                     self._counter_note(key, step.kind, step.delta)
                     tracker.last_step = None
             if changed and self._store is not None:
-                await self._save_counters(self._store)
+                self._keep_counters(self._store)
             self.polls += 1
             self.last_poll_at = observed
             now = loop.time()
@@ -222,8 +222,11 @@ class ModbusDriver(Driver):
 
     def _restore_counters(self, store: CounterStore) -> None:
         """The counters' last values from the previous run become their baselines."""
+        saved = self.context.kept(self.device_id, COUNTERS)
+        if saved is None:
+            saved = read_legacy(self.context.data_dir(self.device_id))
         restored = store.load({r.name: (r.table, r.address, r.value_type)
-                               for _, r, _ in self._counters()})
+                               for _, r, _ in self._counters()}, saved)
         for note in restored.notes:
             self.log.warning("%s", note)
         for key, entry, tracker in self._counters():
@@ -244,18 +247,11 @@ class ModbusDriver(Driver):
             self.log.info("counter %s: %d counted while the agent was not running (%d -> %s)",
                           name, step.delta, saved, value)
 
-    async def _save_counters(self, store: CounterStore) -> None:
-        values = {r.name: (r.table, r.address, r.value_type, int(t.value))
-                  for _, r, t in self._counters() if t.value is not None}
-        try:
-            await asyncio.to_thread(store.save, values)
-        except OSError as err:
-            if not self._save_failed:
-                self.log.warning("cannot keep counter values in %s (%s): counts made while "
-                                 "the agent is down will be missed", store.path, err)
-            self._save_failed = True
-        else:
-            self._save_failed = False
+    def _keep_counters(self, store: CounterStore) -> None:
+        doc = store.document({r.name: (r.table, r.address, r.value_type, int(t.value))
+                              for _, r, t in self._counters() if t.value is not None})
+        if doc is not None:
+            self.context.keep(self.device_id, COUNTERS, doc)
 
     def _publish_values(self) -> None:
         values = {r.name: t.value for r, t in zip(self.config.registers, self.trackers,

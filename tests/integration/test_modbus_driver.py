@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import socket
+import sqlite3
 import threading
+import time
 import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from support import AgentProcess, agent_config, wait_until
+from support import AgentProcess, Subscriber, agent_config, wait_until
 
 from agent.testing import DriverHarness
 from drivers.eas_serial.simulator import SocatPair
@@ -49,6 +52,14 @@ async def settled(h: DriverHarness, polls: int = 2) -> None:
     start = h.driver.polls
     while h.driver.polls < start + polls:
         await asyncio.sleep(0.01)
+
+
+def kept_counters(tmp_path: Path, device: str = "dev1") -> dict:
+    """The counter values as committed in the event buffer (what the next start reads)."""
+    with contextlib.closing(sqlite3.connect(tmp_path / "data" / "buffer.db")) as db:
+        (value,) = db.execute("SELECT value FROM kept WHERE key = ?",
+                              (f"{device}/counters",)).fetchone()
+    return json.loads(value)
 
 
 def alarms(h: DriverHarness, direction: str = "out") -> int:
@@ -225,8 +236,9 @@ async def test_counts_made_while_the_agent_was_down_become_events(tmp_path, ctl,
     async with polling(ctl.port, tmp_path) as h:
         await ctl.alarm("out", 1)
         await h.wait_for("eas.alarm")
-    saved = json.loads((tmp_path / "data" / "devices" / "dev1" / "counters.json").read_text())
+    saved = kept_counters(tmp_path)
     assert saved["counters"]["alarms_out"]["value"] == 1
+    assert not (tmp_path / "data" / "devices" / "dev1" / "counters.json").exists()
     await ctl.alarm("out", 3)  # counted by the controller during the agent's upgrade
     await ctl.people(5, 0)
     async with DriverHarness("modbus", options(ctl.port), tmp_path=tmp_path) as h:
@@ -245,6 +257,62 @@ async def test_counts_made_while_the_agent_was_down_become_events(tmp_path, ctl,
         assert alarms(h) == 2  # 4 -> 2 went backwards: a reset, the 2 since are counted
         assert h.driver.state["last_counter_event"]["kind"] == "restart"
     assert "alarms_out: controller restarted or counter reset, counted 2" in caplog.text
+
+
+async def test_counter_values_saved_by_an_older_agent_are_still_read(tmp_path, ctl, caplog):
+    """Agents before the kept state wrote counters.json; the first start after the upgrade
+    counts from it."""
+    await ctl.alarm("out", 5)
+    devdir = tmp_path / "data" / "devices" / "dev1"
+    devdir.mkdir(parents=True)
+    (devdir / "counters.json").write_text(json.dumps({
+        "version": 1, "controller": f"127.0.0.1:{ctl.port} unit 1", "saved_at": 1.0,
+        "counters": {"alarms_out": {"table": "input", "address": 0, "type": "uint16",
+                                    "value": 3}}}))
+    caplog.set_level("INFO", logger="drivers.modbus")
+    async with DriverHarness("modbus", options(ctl.port), tmp_path=tmp_path) as h:
+        await h.wait_for("eas.alarm", count=2)
+        await settled(h)
+        assert alarms(h) == 2
+    assert "alarms_out: 2 counted while the agent was not running (3 -> 5)" in caplog.text
+    assert kept_counters(tmp_path)["counters"]["alarms_out"]["value"] == 5
+
+
+@pytest.mark.slow
+def test_kill_9_while_counting_neither_loses_nor_doubles_a_count(tmp_path, broker, agents):
+    """Counter values are committed with the events counted from them: however a crash falls,
+    the next start counts on from exactly what the surviving events say."""
+    ctl = ControllerThread()
+    ctl.start()
+    sub = Subscriber(broker, "retail/t1/events/#", persistent=True)
+    try:
+        devices = {"exit1-ctl": {"driver": "modbus", **options(ctl.controller.port)}}
+        agent = AgentProcess(tmp_path / "a", agent_config(tmp_path, broker, devices))
+        agents.append(agent)
+        rng, made = random.Random(7), 0
+        for run in range(6):
+            agent.start(wait_connected=True)
+            if run == 0:  # the first read is the baseline: what came before it is not counted
+                sub.wait_events(1, "device.online")
+            for _ in range(rng.randint(3, 12)):  # counted while polling every 50 ms
+                n = rng.randint(1, 4)
+                ctl.alarm("out", n)
+                made += n
+                time.sleep(rng.choice([0.0, 0.02, 0.05]))
+            agent.kill()
+            n = rng.randint(0, 3)  # and while the agent is down
+            ctl.alarm("out", n)
+            made += n
+        agent.start(wait_connected=True)
+        wait_until(lambda: len({e["id"] for e in sub.events("eas.alarm")}) >= made, 20,
+                   f"{made} alarms")
+        time.sleep(0.5)  # a double count would arrive now
+        assert agent.stop() == 0
+        sub.sync()
+        assert len({e["id"] for e in sub.events("eas.alarm")}) == made
+    finally:
+        sub.close()
+        ctl.close()
 
 
 async def test_a_replaced_controller_counts_from_zero_within_max_step(tmp_path, ctl, caplog):

@@ -62,3 +62,26 @@ def test_a_batch_put_back_goes_first_in_its_order_and_the_limit_holds():
     spill.put_back(second)
     spill.put_back(first)
     assert ns(spill.take(10)) == [5, 6, 7, 8]
+
+
+def test_kept_state_goes_only_with_the_batch_that_empties_the_hold():
+    spill = Spill(100)
+    for n in range(3):
+        spill.put(ev(n))
+    spill.keep("d/counters", "v3")          # counted from events 0..2
+    batch, kept = spill.take_with_kept(2)
+    assert ns(batch) == [0, 1] and kept == {}  # event 2 is still held: the state waits for it
+    spill.put(ev(3))
+    spill.keep("d/counters", "v4")          # only the latest value is committed
+    batch, kept = spill.take_with_kept(10)
+    assert ns(batch) == [2, 3] and kept == {"d/counters": "v4"}
+    assert spill.take_with_kept(10) == ([], {})
+
+
+def test_a_kept_state_put_back_does_not_replace_a_newer_one():
+    spill = Spill(100)
+    spill.keep("d/counters", "old")
+    batch, kept = spill.take_with_kept(10)   # the commit will fail
+    spill.keep("d/counters", "new")
+    spill.put_back(batch, kept)
+    assert spill.kept("d/counters") == "new"
