@@ -31,6 +31,9 @@ EXCEPTION_NAMES = {
     10: "gateway path unavailable", 11: "gateway target failed to respond",
 }
 STATE_EVERY = 5.0
+STATE_GAP = 1.0
+"""At most one retained state per this many seconds: values that change at every poll (people
+counters at 10 Hz) would otherwise be a retained message per poll. The latest goes out."""
 """Values reach the retained state at most this often unless they change."""
 
 
@@ -144,7 +147,8 @@ class ModbusDriver(Driver):
     async def _poll_forever(self, client: Any, backoff: Backoff) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
-        next_state = 0.0
+        next_state = last_state = 0.0
+        unsaid = False
         while True:
             values = await self._poll(client)
             observed = time.time()
@@ -168,8 +172,9 @@ class ModbusDriver(Driver):
             self.polls += 1
             self.last_poll_at = observed
             now = loop.time()
-            if changed or now >= next_state:
-                next_state = now + STATE_EVERY
+            unsaid |= changed
+            if (unsaid and now >= last_state + STATE_GAP) or now >= next_state:
+                next_state, last_state, unsaid = now + STATE_EVERY, now, False
                 self._publish_values()
             # Fixed rate, not fixed delay: a slow reply does not stretch the poll period.
             next_at = max(next_at + self.config.poll_interval, now)
