@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import time as _time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from agent.errors import EventError
@@ -190,6 +192,10 @@ def priority_of(event_type: str) -> int:
 
 
 _ADAPTERS = {name: TypeAdapter(model) for name, model in CATALOGUE.items()}
+_REQUIRED = {name: tuple((field, info.alias or field) for field, info in model.model_fields.items()
+                         if info.is_required())
+             for name, model in CATALOGUE.items()}
+"""Per type, the required fields (attribute, JSON name): kept as null when None."""
 
 
 def validate_data(event_type: str, data: dict[str, Any] | None) -> dict[str, Any]:
@@ -213,16 +219,21 @@ def validate_data(event_type: str, data: dict[str, Any] | None) -> dict[str, Any
     dumped: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
     # A required field that may be null (``count`` of a drop whose size is unknown) is kept as
     # null: leaving it out would make the payload invalid against the schema.
-    for name, field in type(model).model_fields.items():
-        if field.is_required() and getattr(model, name) is None:
-            dumped[field.alias or name] = None
+    for field, key in _REQUIRED[event_type]:
+        if getattr(model, field) is None:
+            dumped[key] = None
     return dumped
+
+
+_random = random.Random(os.urandom(32))
+"""The random bits of ids: seeded from the OS once (an ``os.urandom`` call per event costs a
+system call; ids need to be unique, not secret)."""
 
 
 def uuid7(unix_ms: int | None = None) -> str:
     """A UUIDv7 (RFC 9562): time-ordered, so ids sort roughly by emission."""
     ms = _time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = _random.getrandbits(80)
     value = (ms & 0xFFFF_FFFF_FFFF) << 80
     value |= 0x7 << 76
     value |= ((rand >> 62) & 0xFFF) << 64
@@ -325,5 +336,12 @@ def json_schema() -> dict[str, Any]:
 
 
 def dumps(obj: Any) -> bytes:
-    """Compact UTF-8 JSON, the form every payload is published in."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact UTF-8 JSON, the form every payload is published in.
+
+    orjson: a tenth of the standard library's time per event. What it does not take (an
+    integer beyond 64 bits) goes through the standard library, with the same result.
+    """
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()

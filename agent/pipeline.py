@@ -135,7 +135,8 @@ class Pipeline:
             env["subject"] = subject
         with self._lock:
             self._queued += 1
-            self._idle.clear()
+            if self._idle.is_set():
+                self._idle.clear()
         dropped = self.spill.put(Pending(env, priority_of(event_type)))
         if dropped is not None:
             self._note_held_drops([dropped])

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from support import AgentProcess, Broker, agent_config, wait_until, write_jsonl
@@ -37,7 +39,11 @@ class Sink:
         self.client.on_connect = lambda c, *a: c.subscribe("retail/#", qos=1)
         self.client.on_message = lambda c, u, m: self.got.append((time.time(), m.topic, m.payload))
         self.client.reconnect_delay_set(0.05, 0.2)
-        self.client.connect(broker.host, broker.port)
+        # A session the broker keeps across its restart (persistence on): what the agent
+        # publishes before this client is back is queued for it, not lost to the figures.
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        self.client.connect(broker.host, broker.port, clean_start=False, properties=props)
         self.client.loop_start()
 
     def close(self) -> None:
@@ -91,7 +97,7 @@ def ceiling(broker: Broker, sink: Sink, n: int, size: int, inflight: int) -> flo
 
 def run(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-    broker = Broker(tmp / "broker").start()
+    broker = Broker(tmp / "broker", persistence=True).start()
     sub = Sink(broker)
     rec = write_jsonl(tmp / "rec.jsonl", [PAYLOAD_EVENT])
     n = args.events
