@@ -553,9 +553,9 @@ class _Feed:
             props = pub._json_props if payload[:1] in (b"{", b"[") else None
             client.publish(topic, payload, qos=1, retain=True, properties=props)
         for topic, payload, correlation in responses:
-            props = None
+            answer = None
             if pub.mqtt.protocol == "5":
-                props = _properties(JSON_CONTENT_TYPE)
+                answer = _properties(JSON_CONTENT_TYPE)
                 if correlation is not None:
-                    props.CorrelationData = correlation
-            client.publish(topic, payload, qos=1, properties=props)
+                    answer.CorrelationData = correlation
+            client.publish(topic, payload, qos=1, properties=answer)
