@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.errors import EventError
 
@@ -191,7 +191,6 @@ def priority_of(event_type: str) -> int:
     return _PRIORITY.get(event_type, PRIORITY_NORMAL)
 
 
-_ADAPTERS = {name: TypeAdapter(model) for name, model in CATALOGUE.items()}
 _REQUIRED = {name: tuple((field, info.alias or field) for field, info in model.model_fields.items()
                          if info.is_required())
              for name, model in CATALOGUE.items()}
@@ -204,19 +203,22 @@ def validate_data(event_type: str, data: dict[str, Any] | None) -> dict[str, Any
     Raises:
         EventError: ``event_type`` is not in the catalogue, or ``data`` does not fit it.
     """
-    adapter = _ADAPTERS.get(event_type)
-    if adapter is None:
+    model_type = CATALOGUE.get(event_type)
+    if model_type is None:
         raise EventError(
             f"event type {event_type!r} is not in the catalogue; known: {', '.join(CATALOGUE)}"
         )
     try:
-        model = adapter.validate_python(data or {})
+        # The model's own validator and serialiser: the same checks as ``model_validate`` and
+        # ``model_dump``, without their Python wrappers (half the time per event).
+        model = model_type.__pydantic_validator__.validate_python(data or {})
     except ValidationError as err:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'data'}: {e['msg']}" for e in err.errors()
         )
         raise EventError(f"invalid data for {event_type}: {problems}") from err
-    dumped: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    dumped: dict[str, Any] = model_type.__pydantic_serializer__.to_python(
+        model, mode="json", by_alias=True, exclude_none=True)
     # A required field that may be null (``count`` of a drop whose size is unknown) is kept as
     # null: leaving it out would make the payload invalid against the schema.
     for field, key in _REQUIRED[event_type]:
