@@ -155,6 +155,7 @@ class Workload:
             self.registers[unit] = registers
             if func_code == 3:
                 for i in range(address - start, address - start + count):
+                    # wraps after 65,535 reads, 1.8 h at 10 reads/s: far beyond a run
                     registers[i] = (registers[i] + 1) & 0xFFFF
         return action
 
