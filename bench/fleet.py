@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -33,26 +32,16 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from _common import cpu_seconds, mib
 from support import Broker, agent_config, wait_until, write_jsonl
 
 from agent.testing import write_config
 
-TICKS = os.sysconf("SC_CLK_TCK")
 FEED = [{"type": "door.opened", "data": {}}, {"type": "door.closed", "data": {}},
         {"type": "eas.people_count", "data": {"in": 3, "out": 2}},
         {"type": "door.opened", "data": {}}, {"type": "door.closed", "data": {}},
         {"type": "eas.alarm", "data": {"direction": "out", "level": 2}}]
 OLD_JITTER = "import agent.publisher as p; p.FULL = 0.2; from agent.cli import main; main()"
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def rss_mib(pid: int) -> float:
-    match = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
-    return int(match.group(1)) / 1024 if match else 0.0
 
 
 class Central:
@@ -133,7 +122,7 @@ def run_fleet(args: argparse.Namespace, base: Path, old_jitter: bool) -> None:
     central = Central(broker)
     assert broker.proc is not None
     time.sleep(1)
-    idle_rss = rss_mib(broker.proc.pid)
+    idle_rss = mib(broker.proc.pid, "VmRSS")
     label = "+-20 % jitter" if old_jitter else "full jitter"
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -150,10 +139,10 @@ def run_fleet(args: argparse.Namespace, base: Path, old_jitter: bool) -> None:
             b_cpu = (cpu_seconds(broker.proc.pid) - b_cpu0) / args.steady
             a_cpu = [(cpu_seconds(p.pid) - c) / args.steady for p, c in zip(procs, a_cpu0,
                                                                               strict=True)]
-            rss = [rss_mib(p.pid) for p in procs]
+            rss = [mib(p.pid, "VmRSS") for p in procs]
             lat = sorted(central.latencies)
             print(f"{args.agents} agents, {args.rate} events/s each, {args.steady:.0f} s steady")
-            rss_now = rss_mib(broker.proc.pid)
+            rss_now = mib(broker.proc.pid, "VmRSS")
             print(f"broker: {b_cpu * 100:.2f} % of a core ({b_cpu * 100 / args.agents:.4f} % per "
                   f"agent), RSS {rss_now:.1f} MiB, {idle_rss:.1f} MiB before the agents: "
                   f"{(rss_now - idle_rss) * 1024 / args.agents:.0f} KiB per agent")

@@ -8,21 +8,16 @@ Run: ``.venv/bin/python bench/hostile_inputs.py``.
 
 from __future__ import annotations
 
-import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+from _common import mib
 from support import AgentProcess, Broker, agent_config, publish_requests
 
 from drivers.onvif.simulator import FakeCameraThread
-
-
-def mib(pid: int, key: str) -> float:
-    text = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(rf"{key}:\s+(\d+)", text).group(1)) / 1024  # type: ignore[union-attr]
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ process' user+system CPU time is read from /proc over ``--seconds`` after a warm
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -19,17 +18,12 @@ import tomllib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+from _common import cpu_seconds
 from support import AgentProcess, Broker, agent_config
 
 from drivers.modbus.simulator import ControllerThread
 
 SAMPLE = Path(__file__).parents[1] / "drivers" / "modbus" / "sample.toml"
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
 
 def measure(tmp: Path, broker: Broker, devices: dict, seconds: float) -> float:

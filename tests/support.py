@@ -62,14 +62,14 @@ class Broker:
 
     def __init__(self, workdir: Path, *, password: dict[str, str] | None = None,
                  tls: dict[str, Any] | None = None, persistence: bool = False,
-                 acl: str | None = None) -> None:
-        """``acl``: the text of a mosquitto ``acl_file``."""
+                 acl: str | None = None, port: int | None = None) -> None:
+        """``acl``: the text of a mosquitto ``acl_file``; ``port``: default, a free one."""
         if MOSQUITTO is None:
             raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
-        self.port = free_port()
+        self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         lines = [
             f"listener {self.port} {self.host}",
@@ -284,12 +284,13 @@ class AgentProcess:
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, *, wait_connected: bool = False, timeout: float = 15.0) -> AgentProcess:
+    def start(self, *, wait_connected: bool = False, timeout: float = 15.0,
+              log_level: str = "debug") -> AgentProcess:
         """Start ``agent run``; ``output()`` from now on shows only this run's log."""
         self._offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [AGENT_BIN, "--config", str(self.config_path), "run", "--log-level", "debug"],
+                [AGENT_BIN, "--config", str(self.config_path), "run", "--log-level", log_level],
                 stdout=log, stderr=subprocess.STDOUT, env=self.env, umask=self.umask,
             )
         wait_until(lambda: "started:" in self.output() or self.proc.poll() is not None,
