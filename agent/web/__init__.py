@@ -1,5 +1,8 @@
-"""The local web page for phones: exit status, live events, self-tests and the floor walk."""
+"""The local web page for phones: exit status, live events, self-tests and the floor walk.
 
-from agent.web.server import WebServer
+The server is ``agent.web.server.WebServer``; it is not imported here, so that the agent and the
+``agent web`` commands load aiohttp only when the page is on.
+"""
 
-__all__ = ["WebServer"]
+OFF = "the web page is off: set [web] listen in the config file (docs/web.md)"
+"""The answer to ``agent web ...`` while the page does not run."""
