@@ -2,17 +2,19 @@
 
 Run: .venv/bin/python bench/footprint.py [--rounds 5] [--seconds 4] [--imports]
 Target (issue 17): idle RSS at most 45 MiB with only the replay driver.
+Another tree (e.g. ``git archive main | tar -x -C /tmp/base``) is measured with
+``PYTHONPATH=/tmp/base``: the agent and the probes import it instead of this checkout.
 
 Two configs, run in alternating rounds against one mosquitto on 127.0.0.1 started here:
 ``replay``, one replay device that waits an hour before its first event, and ``demo``,
 demo/agent.toml without its camera (web page on, a schedule, GPIO, serial and Modbus simulators).
 Idle RSS is the median of VmRSS sampled every 100 ms for ``--seconds`` from 2 s after the
-"started" line. The packages are those in ``sys.modules`` of a separate run of the same command
-(``agent.cli.main`` under a SIGUSR1 hook that writes them: tests/support.py
-``ProbedAgentProcess``; nothing is added to the agent);
-``.so`` counts the shared objects mapped by the measured process. Import time is the median of
-``import agent.runtime`` in fresh interpreters. ``--imports`` adds what each optional import
-costs in RSS on top of the modules every agent needs.
+"started" line; ``.so`` counts the shared objects the measured process maps. The packages are
+those in ``sys.modules`` of a separate run of the same command (``agent.cli.main`` under a
+SIGUSR1 hook that writes them: tests/support.py ``ProbedAgentProcess``; nothing is added to the
+agent). Import times are medians in fresh interpreters: ``import agent.runtime``, and the CLI's
+parser that every command builds. ``--imports`` adds what each optional import costs in RSS on
+top of the modules every agent needs.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ OPTIONAL = ("aiohttp", "agent.web", "apscheduler.schedulers.asyncio", "agent.sel
             "prometheus_client", "agent.metrics", "agent.outputs.manager", "agent.homeassistant",
             "agent.selftest", "agent.runtime", "onvif", "pymodbus.client", "serial",
             "gpiozero")
+IMPORTS = {
+    "import agent.runtime": "import agent.runtime",
+    "the CLI's parser (every agent command)": "import agent.cli; agent.cli.build_parser()",
+}
 IMPORT_PROBE = """
 import gc, sys
 def rss():
@@ -121,12 +127,11 @@ def packages(workdir: Path, config: dict[str, Any]) -> list[str]:
                   and not n.startswith("_"))
 
 
-def import_time(rounds: int) -> float:
-    """Median seconds of ``import agent.runtime`` in a fresh interpreter."""
-    code = ("import time; t = time.perf_counter(); import agent.runtime; "
-            "print(time.perf_counter() - t)")
-    times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                  check=True, cwd=ROOT).stdout) for _ in range(rounds)]
+def import_time(statement: str, rounds: int) -> float:
+    """Median seconds of ``statement`` (imports) in a fresh interpreter."""
+    code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
+    times = [float(subprocess.run([sys.executable, "-P", "-c", code], capture_output=True,
+                                  text=True, check=True).stdout) for _ in range(rounds)]
     return statistics.median(times)
 
 
@@ -136,8 +141,8 @@ def import_costs(rounds: int) -> None:
     for name in OPTIONAL:
         values = []
         for _ in range(rounds):
-            out = subprocess.run([sys.executable, "-c", IMPORT_PROBE, ",".join(CORE), name],
-                                 capture_output=True, text=True, cwd=ROOT, check=False)
+            out = subprocess.run([sys.executable, "-P", "-c", IMPORT_PROBE, ",".join(CORE), name],
+                                 capture_output=True, text=True, check=False)
             if out.returncode:
                 break
             values.append(int(out.stdout))
@@ -171,7 +176,8 @@ def main() -> None:
         print(f"{name:8} {statistics.median(values):7.1f}Mi {min(values):6.1f}Mi "
               f"{max(values):6.1f}Mi {runs[0][1]:5}  {len(loaded[name])}: "
               f"{' '.join(loaded[name])}")
-    print(f"import agent.runtime: {import_time(7) * 1000:.0f} ms (median of 7)")
+    for what, statement in IMPORTS.items():
+        print(f"{what}: {import_time(statement, 7) * 1000:.0f} ms (median of 7)")
     if args.imports:
         import_costs(3)
 

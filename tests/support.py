@@ -358,7 +358,8 @@ class ProbedAgentProcess(AgentProcess):
     def __init__(self, workdir: Path, config: dict[str, Any], **kwargs: Any):
         super().__init__(workdir, config, **kwargs)
         self.modules_file = self.dir / "modules.json"
-        self.command = (sys.executable, "-c", MODULES_HOOK, str(self.modules_file))
+        # -P: the working directory is not put first on sys.path (a PYTHONPATH tree is used)
+        self.command = (sys.executable, "-P", "-c", MODULES_HOOK, str(self.modules_file))
 
     def modules(self, timeout: float = 5.0) -> list[str]:
         """The names in ``sys.modules`` of the running agent, now."""
