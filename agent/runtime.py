@@ -136,8 +136,9 @@ class Agent:
         return Outputs(self.config.outputs, self.pipeline, self.buffer)
 
     def _new_web(self) -> WebServer | None:
-        """The web page's server when ``[web] listen`` is set; aiohttp is imported only then."""
-        if self.config.settings.web.address is None:
+        """The web page's server when ``[web] listen`` is set, as the service; aiohttp is imported
+        only then."""
+        if not self.service or self.config.settings.web.address is None:
             return None
         from agent.web.server import WebServer
 

@@ -1,7 +1,8 @@
 """The local web page for phones: exit status, live events, self-tests and the floor walk.
 
-The server is ``agent.web.server.WebServer``; it is not imported here, so that the agent and the
-``agent web`` commands load aiohttp only when the page is on.
+The server is ``agent.web.server.WebServer``; it is not imported here, so that the CLI (which
+adds the ``agent web`` subcommands to every parser) and an agent without the page do not load
+aiohttp (13 MiB of RSS, docs/performance.md).
 """
 
 OFF = "the web page is off: set [web] listen in the config file (docs/web.md)"
