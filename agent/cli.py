@@ -115,7 +115,7 @@ def _driver_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     rows: list[dict[str, Any]] = []
     for info in sorted(discover(_allowlist(args)).values(), key=lambda d: d.name):
-        cls = info.cls
+        cls = info.load()
         status = "loaded" if cls else "not allowed" if not info.allowed else "failed"
         rows.append({
             "name": info.name,

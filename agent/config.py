@@ -607,6 +607,8 @@ def _check_devices(
 
 def _check_outputs(path: Path, settings: Settings) -> tuple[dict[str, Any], list[str]]:
     """Each ``[outputs.<name>]`` table against the model of its ``kind``."""
+    if not settings.outputs:
+        return {}, []  # without importing the kinds' modules and models
     from agent.outputs import KINDS  # the kinds import this module (ConfigPath)
 
     outputs: dict[str, Any] = {}

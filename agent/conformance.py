@@ -68,7 +68,7 @@ def _find(name: str) -> DriverInfo | str:
     info = discover().get(name)
     if info is None:
         return f"no driver called {name!r} is installed in {sys.prefix} (see `agent drivers`)"
-    if info.cls is None:
+    if info.load() is None:
         return f"driver {name!r} from {info.package} cannot be used: {info.error}"
     return info
 

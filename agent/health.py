@@ -2,24 +2,22 @@
 
 Read from procfs and sysfs (``root`` lets the tests use a fake tree of files copied from real
 Pis). A file that is missing, as on a machine that is not a Pi, gives a null field, never an
-error. Each reading has a threshold and a warning a technician can act on.
+error. Each reading has a threshold and a warning a technician can act on. The Prometheus
+gauges of these readings are ``agent.metrics.HealthCollector`` (prometheus_client is loaded only
+with ``[metrics]`` on).
 """
 
 from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-
 from agent.units import format_duration, format_size
 
-__all__ = ["FLAGS", "HealthCollector", "HostHealth", "Thresholds", "render_health"]
+__all__ = ["FLAGS", "HostHealth", "Thresholds", "render_health"]
 
 THROTTLED_FILES = (
     "sys/devices/platform/soc/soc:firmware/get_throttled",
@@ -221,48 +219,3 @@ def render_health(host: dict[str, Any]) -> list[str]:
         lines.append(f"           {'  '.join(parts)}")
     lines += [f"           WARNING {w}" for w in host.get("warnings", [])]
     return lines
-
-
-class HealthCollector(Collector):
-    """The host's health as Prometheus gauges, read on every scrape; null fields are left out."""
-
-    def __init__(self, health: HostHealth, prefix: str) -> None:
-        self.health = health
-        self.prefix = prefix
-
-    def collect(self) -> Iterator[Metric]:
-        h = self.health.read()
-        p = f"{self.prefix}_host"
-        info = GaugeMetricFamily(f"{p}_info", "The host: board, OS, hostname",
-                                 labels=["board", "os", "hostname"])
-        info.add_metric([h["board"] or "", h["os"] or "", h["hostname"] or ""], 1)
-        yield info
-        if h["uptime_s"] is not None:
-            yield GaugeMetricFamily(f"{p}_uptime_seconds", "Seconds since the host booted",
-                                    value=h["uptime_s"])
-        if h["cpu_temp_c"] is not None:
-            yield GaugeMetricFamily(f"{p}_cpu_temperature_celsius", "CPU temperature",
-                                    value=h["cpu_temp_c"])
-        if h["throttled"] is not None:
-            flags = GaugeMetricFamily(f"{p}_throttled", "1 when the Pi firmware reports the "
-                                      "condition (get_throttled)", labels=["condition", "when"])
-            known = h["throttled"]
-            for name in FLAGS if known["raw"] is not None else ("under_voltage",):
-                flags.add_metric([name, "now"], int(name in known["now"]))
-                if known["since_boot"] is not None:
-                    flags.add_metric([name, "since_boot"], int(name in known["since_boot"]))
-            yield flags
-        if disk := h["disk"]:
-            yield GaugeMetricFamily(f"{p}_data_dir_free_bytes", "Free bytes on data_dir's "
-                                    "filesystem (for unprivileged users)", value=disk["free_bytes"])
-            yield GaugeMetricFamily(f"{p}_data_dir_size_bytes", "Size of data_dir's filesystem",
-                                    value=disk["total_bytes"])
-            yield GaugeMetricFamily(f"{p}_data_dir_free_inodes", "Free inodes on data_dir's "
-                                    "filesystem", value=disk["free_inodes"])
-        if mem := h["memory"]:
-            yield GaugeMetricFamily(f"{p}_memory_available_bytes", "MemAvailable",
-                                    value=mem["available_bytes"])
-            yield GaugeMetricFamily(f"{p}_memory_total_bytes", "MemTotal",
-                                    value=mem["total_bytes"])
-        yield GaugeMetricFamily(f"{p}_warnings", "Health readings past their threshold "
-                                "(agent status lists them)", value=len(h["warnings"]))

@@ -24,14 +24,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from agent import __version__
-from agent.health import HealthCollector
+from agent.health import FLAGS
 
 if TYPE_CHECKING:
+    from agent.health import HostHealth
     from agent.runtime import Agent
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PREFIX", "Metrics"]
+__all__ = ["PREFIX", "HealthCollector", "Metrics"]
 
 PREFIX = "store_edge_agent"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -41,6 +42,51 @@ SELFTEST_RESULTS = ("pass", "fail", "incomplete")
 def epoch_of(rfc3339: str) -> float:
     """Epoch seconds of a time the agent published (RFC 3339), for Prometheus timestamps."""
     return datetime.fromisoformat(rfc3339).timestamp()
+
+
+class HealthCollector(Collector):
+    """The host's health as Prometheus gauges, read on every scrape; null fields are left out."""
+
+    def __init__(self, health: HostHealth, prefix: str) -> None:
+        self.health = health
+        self.prefix = prefix
+
+    def collect(self) -> Iterator[Metric]:
+        h = self.health.read()
+        p = f"{self.prefix}_host"
+        info = GaugeMetricFamily(f"{p}_info", "The host: board, OS, hostname",
+                                 labels=["board", "os", "hostname"])
+        info.add_metric([h["board"] or "", h["os"] or "", h["hostname"] or ""], 1)
+        yield info
+        if h["uptime_s"] is not None:
+            yield GaugeMetricFamily(f"{p}_uptime_seconds", "Seconds since the host booted",
+                                    value=h["uptime_s"])
+        if h["cpu_temp_c"] is not None:
+            yield GaugeMetricFamily(f"{p}_cpu_temperature_celsius", "CPU temperature",
+                                    value=h["cpu_temp_c"])
+        if h["throttled"] is not None:
+            flags = GaugeMetricFamily(f"{p}_throttled", "1 when the Pi firmware reports the "
+                                      "condition (get_throttled)", labels=["condition", "when"])
+            known = h["throttled"]
+            for name in FLAGS if known["raw"] is not None else ("under_voltage",):
+                flags.add_metric([name, "now"], int(name in known["now"]))
+                if known["since_boot"] is not None:
+                    flags.add_metric([name, "since_boot"], int(name in known["since_boot"]))
+            yield flags
+        if disk := h["disk"]:
+            yield GaugeMetricFamily(f"{p}_data_dir_free_bytes", "Free bytes on data_dir's "
+                                    "filesystem (for unprivileged users)", value=disk["free_bytes"])
+            yield GaugeMetricFamily(f"{p}_data_dir_size_bytes", "Size of data_dir's filesystem",
+                                    value=disk["total_bytes"])
+            yield GaugeMetricFamily(f"{p}_data_dir_free_inodes", "Free inodes on data_dir's "
+                                    "filesystem", value=disk["free_inodes"])
+        if mem := h["memory"]:
+            yield GaugeMetricFamily(f"{p}_memory_available_bytes", "MemAvailable",
+                                    value=mem["available_bytes"])
+            yield GaugeMetricFamily(f"{p}_memory_total_bytes", "MemTotal",
+                                    value=mem["total_bytes"])
+        yield GaugeMetricFamily(f"{p}_warnings", "Health readings past their threshold "
+                                "(agent status lists them)", value=len(h["warnings"]))
 
 
 class AgentCollector(Collector):
@@ -170,7 +216,7 @@ def _output_metrics(agent: Agent) -> Iterator[Metric]:
                                        "before the output delivered them",
                                        labels=["output", "kind"]),
     }
-    for name, state in agent.outputs.status().items():
+    for name, state in (agent.outputs.status() if agent.outputs else {}).items():
         for key, family in families.items():
             family.add_metric([name, state["kind"]], float(state[key] or 0))
     yield from families.values()

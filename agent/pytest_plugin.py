@@ -24,7 +24,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     from agent.registry import discover
 
     drivers = discover()
-    shown = ", ".join(f"{name} {info.cls.version}" if info.cls else f"{name} (not loaded)"
+    shown = ", ".join(f"{name} {cls.version}" if (cls := info.load()) else f"{name} (not loaded)"
                       for name, info in sorted(drivers.items()))
     return [f"store-edge-agent drivers: {shown or 'none'}"]
 

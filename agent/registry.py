@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 
 from agent.driver import Driver
@@ -26,12 +26,32 @@ class DriverInfo:
     package_version: str
     entry_point: str
     cls: type[Driver] | None = None
+    """The driver class once ``load()`` imported it."""
     error: str | None = None
     allowed: bool = True
+    _entry: metadata.EntryPoint | None = field(default=None, repr=False, compare=False)
+
+    def load(self) -> type[Driver] | None:
+        """Import the driver's module (once) and return its class; a failure is recorded in
+        ``error`` and logged, never raised. Importing only the drivers a config uses keeps the
+        others' libraries (pymodbus, gpiozero, pyserial...) out of the agent's memory."""
+        if self.cls is not None or self.error is not None or self._entry is None:
+            return self.cls
+        try:
+            cls = self._entry.load()
+        except Exception as err:  # a vendor package may fail in any way on import
+            self.error = f"import failed: {type(err).__name__}: {err}"
+            log.warning("driver %r from %s skipped: %s", self.name, self.package, self.error)
+            return None
+        if not (isinstance(cls, type) and issubclass(cls, Driver)):
+            self.error = f"{self.entry_point} is not a subclass of agent.driver.Driver"
+            return None
+        self.cls = cls
+        return cls
 
     @property
     def loads(self) -> bool:
-        return self.cls is not None
+        return self.load() is not None
 
 
 def _allowlist(allow: list[str] | None) -> set[str] | None:
@@ -42,7 +62,7 @@ def _allowlist(allow: list[str] | None) -> set[str] | None:
 
 
 def discover(allow: list[str] | None = None) -> dict[str, DriverInfo]:
-    """Load every installed driver; failures are recorded on the entry, never raised.
+    """Every installed driver, from the packages' metadata; none is imported yet (``load()``).
 
     ``allow`` (``[agent] drivers``) or the ``AGENT_DRIVERS_ALLOW`` variable limits which load.
     """
@@ -55,6 +75,7 @@ def discover(allow: list[str] | None = None) -> dict[str, DriverInfo]:
             package=dist.name if dist else "?",
             package_version=dist.version if dist else "?",
             entry_point=ep.value,
+            _entry=ep,
         )
         if ep.name in found:
             info.error = f"name also registered by {found[ep.name].package}; ignored"
@@ -64,17 +85,6 @@ def discover(allow: list[str] | None = None) -> dict[str, DriverInfo]:
         if allowed is not None and ep.name not in allowed:
             info.allowed = False
             info.error = f"not in the driver allowlist ([agent] drivers or {ALLOW_ENV})"
-            continue
-        try:
-            cls = ep.load()
-        except Exception as err:  # a vendor package may fail in any way on import
-            info.error = f"import failed: {type(err).__name__}: {err}"
-            log.warning("driver %r from %s skipped: %s", ep.name, info.package, info.error)
-            continue
-        if not (isinstance(cls, type) and issubclass(cls, Driver)):
-            info.error = f"{ep.value} is not a subclass of agent.driver.Driver"
-            continue
-        info.cls = cls
     return found
 
 
@@ -88,6 +98,7 @@ def load(name: str, drivers: dict[str, DriverInfo]) -> type[Driver]:
     if info is None:
         known = ", ".join(sorted(drivers)) or "none"
         raise DriverLoadError(f"no driver called {name!r} is installed (installed: {known})")
-    if info.cls is None:
+    cls = info.load()
+    if cls is None:
         raise DriverLoadError(f"driver {name!r} from {info.package} cannot be used: {info.error}")
-    return info.cls
+    return cls

@@ -7,7 +7,7 @@ import logging
 import re
 import signal
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from paho.mqtt.properties import Properties
 
@@ -24,8 +24,6 @@ from agent.files import restrict_modes
 from agent.health import HostHealth
 from agent.homeassistant import discovery_messages
 from agent.instance import InstanceLock
-from agent.metrics import Metrics
-from agent.outputs.manager import Outputs
 from agent.pipeline import Pipeline
 from agent.publisher import Publisher
 from agent.selftest import Operator, QueueOperator, Selftests, SilentOperator
@@ -35,7 +33,12 @@ from agent.selftest.schedule import SelftestSchedule
 from agent.status import RateMeter
 from agent.supervisor import Supervisor
 from agent.watchdog import ServiceWatch
-from agent.web import WebServer
+from agent.web import OFF as WEB_OFF
+
+if TYPE_CHECKING:
+    from agent.metrics import Metrics
+    from agent.outputs.manager import Outputs
+    from agent.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,7 @@ class Agent:
             outputs=config.outputs,
         )
         self.pipeline = Pipeline(config, self.buffer)
-        self.outputs = Outputs(config.outputs, self.pipeline, self.buffer)
+        self.outputs = self._new_outputs()
         self.commands = Commands()
         self.commands.register("status", self._status_command)
         self.commands.register("action", self._action_command)
@@ -92,8 +95,8 @@ class Agent:
         self.selftests = Selftests(self)
         self.guard = SelftestGuard(settings)
         self.pipeline.subscribe(self.guard.committed)
-        self.web = WebServer(self)
-        self.commands.register("web", self.web.command)
+        self.web = self._new_web()
+        self.commands.register("web", self._web_command)
         self.schedule = SelftestSchedule(self.selftests, self.guard, config.exits)
         self.publish_rate = RateMeter()
         self.health = HostHealth(settings.agent.data_dir)
@@ -123,6 +126,37 @@ class Agent:
         if self._metrics is not None:
             publisher.observe_latency = self._metrics.latency.observe
         return publisher
+
+    def _new_outputs(self) -> Outputs | None:
+        """The ``[outputs.<name>]`` workers, if any; agent/outputs is imported only then."""
+        if not self.config.outputs:
+            return None
+        from agent.outputs.manager import Outputs
+
+        return Outputs(self.config.outputs, self.pipeline, self.buffer)
+
+    def _new_web(self) -> WebServer | None:
+        """The web page's server when ``[web] listen`` is set, as the service; aiohttp is imported
+        only then."""
+        if not self.service or self.config.settings.web.address is None:
+            return None
+        from agent.web.server import WebServer
+
+        return WebServer(self)
+
+    async def _web_command(self, params: dict[str, Any]) -> dict[str, Any]:
+        if self.web is None:
+            raise CommandError(WEB_OFF)
+        return await self.web.command(params)
+
+    def _start_metrics(self) -> Metrics | None:
+        """Serve ``[metrics]`` when it is set, as the service; prometheus_client is imported
+        only then."""
+        if not self.service or self.config.settings.metrics.address is None:
+            return None
+        from agent.metrics import Metrics
+
+        return Metrics.start_for(self)
 
     def new_driver(self, device: Device) -> Driver:
         """The driver object of one configured device (not started)."""
@@ -203,7 +237,7 @@ class Agent:
         """``[metrics]`` changed: serve on the new address, or stop serving."""
         if self._metrics is not None:
             self._metrics.stop()
-        self._metrics = Metrics.start_for(self) if self.service else None
+        self._metrics = self._start_metrics()
 
     async def start(self) -> None:
         """Lock the data_dir, open the buffer, connect, start the drivers; as the service
@@ -225,10 +259,11 @@ class Agent:
         self.selftests.load()
         # Before the broker connection, so that "connected" in the log means the endpoint is
         # settled (serving, or reported unavailable).
-        self._metrics = Metrics.start_for(self) if self.service else None
+        self._metrics = self._start_metrics()
         self.publisher.start()
-        if self.service:
+        if self.service and self.outputs is not None:
             self.outputs.start()
+        if self.service:
             try:
                 await self.control.start()
             except OSError as err:
@@ -273,7 +308,8 @@ class Agent:
         if self._watch is not None:
             self._watch.stop()
         self.schedule.stop()
-        await self.web.stop()  # ends the page's test runs while their drivers still run
+        if self.web is not None:
+            await self.web.stop()  # ends the page's test runs while their drivers still run
         if self.service:
             self.pipeline.emit_agent("agent.stopping", self._lifecycle)
         for task in self._tasks:
@@ -290,7 +326,8 @@ class Agent:
             self.publish_status()
             await self.control.stop()
         await asyncio.to_thread(self.publisher.stop)
-        await asyncio.to_thread(self.outputs.stop)  # before the writer's last flush of cursors
+        if self.outputs is not None:  # before the writer's last flush of cursors
+            await asyncio.to_thread(self.outputs.stop)
         await asyncio.to_thread(self.pipeline.stop)
         if self._metrics is not None:
             self._metrics.stop()
@@ -301,6 +338,8 @@ class Agent:
     async def _start_web(self) -> None:
         """The web page (agent/web), when ``[web] listen`` is set; a failure is logged, not fatal:
         the agent's events matter more than the page."""
+        if self.web is None:
+            return
         try:
             await self.web.start()
         except (OSError, ConfigError) as err:
@@ -369,7 +408,7 @@ class Agent:
                 }
                 for d in self.drivers
             },
-            **({"outputs": self.outputs.status()} if self.outputs.workers else {}),
+            **({"outputs": self.outputs.status()} if self.outputs else {}),
             "last_selftest": self.selftests.summary(),
             "selftest_schedule": self._schedule_status(),
             "limits": {  # floods show here, not only in the log (docs/security.md)
@@ -378,7 +417,7 @@ class Agent:
                 "control_refused": self.control.refused,
             },
             "host": self._host_health(),
-            **({"web": web} if (web := self.web.status()) else {}),
+            **({"web": web} if self.web and (web := self.web.status()) else {}),
         }
 
     def _host_health(self) -> dict[str, Any]:
@@ -409,8 +448,8 @@ class Agent:
     async def _outputs_test_command(self, params: dict[str, Any]) -> dict[str, Any]:
         """``agent outputs test NAME``: a labelled test alarm through one output."""
         name = params.get("output")
-        if name not in self.outputs.workers:
-            known = ", ".join(self.outputs.workers) or "none configured"
+        if self.outputs is None or name not in self.outputs.workers:
+            known = ", ".join(self.outputs.workers if self.outputs else ()) or "none configured"
             raise CommandError(f"no output {name!r} (outputs: {known})")
         result = await asyncio.to_thread(self.outputs.test, str(name),
                                          self.config.settings.agent.store_id)

@@ -273,6 +273,8 @@ class Subscriber:
 class AgentProcess:
     """The real ``agent run`` command in a subprocess, with a config written from a dict."""
 
+    command: tuple[str, ...] = (AGENT_BIN,)
+
     def __init__(self, workdir: Path, config: dict[str, Any], *, env: dict[str, str] | None = None,
                  umask: int = -1):
         self.umask = umask
@@ -290,7 +292,7 @@ class AgentProcess:
         self._offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [AGENT_BIN, "--config", str(self.config_path), "run", "--log-level", log_level],
+                [*self.command, "--config", str(self.config_path), "run", "--log-level", log_level],
                 stdout=log, stderr=subprocess.STDOUT, env=self.env, umask=self.umask,
             )
         wait_until(lambda: "started:" in self.output() or self.proc.poll() is not None,
@@ -334,6 +336,39 @@ class AgentProcess:
         return subprocess.run([AGENT_BIN, "--config", str(self.config_path), *args],
                               capture_output=True, text=True, timeout=timeout, env=self.env,
                               input=input)
+
+
+MODULES_HOOK = """
+import json, os, signal, sys
+from agent.cli import main
+out = sys.argv.pop(1)
+def dump(*_):
+    with open(out + ".tmp", "w") as fh:
+        json.dump(sorted(sys.modules), fh)
+    os.replace(out + ".tmp", out)
+signal.signal(signal.SIGUSR1, dump)
+sys.exit(main(sys.argv[1:]))
+"""
+"""``agent`` under a SIGUSR1 handler that writes ``sys.modules`` (as JSON) to ``argv[1]``."""
+
+
+class ProbedAgentProcess(AgentProcess):
+    """``agent run`` whose ``sys.modules`` can be read: the same ``agent.cli.main`` started with
+    a SIGUSR1 handler that writes them to a file (nothing is added to the agent itself)."""
+
+    def __init__(self, workdir: Path, config: dict[str, Any], **kwargs: Any):
+        super().__init__(workdir, config, **kwargs)
+        self.modules_file = self.dir / "modules.json"
+        # -P: the working directory is not put first on sys.path (a PYTHONPATH tree is used)
+        self.command = (sys.executable, "-P", "-c", MODULES_HOOK, str(self.modules_file))
+
+    def modules(self, timeout: float = 5.0) -> list[str]:
+        """The names in ``sys.modules`` of the running agent, now."""
+        assert self.proc is not None
+        self.modules_file.unlink(missing_ok=True)
+        self.proc.send_signal(signal.SIGUSR1)
+        wait_until(self.modules_file.exists, timeout, "the agent's module list")
+        return json.loads(self.modules_file.read_text())
 
 
 def agent_config(tmp: Path, broker: Broker | None, devices: dict[str, Any] | None = None,

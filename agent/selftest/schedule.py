@@ -13,15 +13,14 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.date import DateTrigger
-
 from agent.config import cron_trigger
 from agent.events import rfc3339
 from agent.selftest.guard import Refused, SelftestGuard
 from agent.selftest.runner import Selftests, SilentOperator
 
 if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
     from agent.config import ExitSection
 
 __all__ = ["SelftestSchedule"]
@@ -42,7 +41,9 @@ class SelftestSchedule:
 
     def start(self) -> None:
         if not self.exits:
-            return
+            return  # without importing APScheduler (1.5 MiB of RSS, docs/performance.md)
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
         # Our own lines say what matters (scheduled, postponed, the result); APScheduler's
         # "Running job"/"executed successfully" would repeat them at INFO on every run.
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
@@ -91,6 +92,8 @@ class SelftestSchedule:
 
     def _postpone(self, name: str, reason: str, *, at: float | None = None) -> None:
         """Try again ``schedule_retry`` from now, or at ``at`` (epoch seconds)."""
+        from apscheduler.triggers.date import DateTrigger
+
         assert self._scheduler is not None
         now = datetime.now(self._scheduler.timezone)
         retry = self.exits[name].schedule_retry if at is None else max(0.0, at - now.timestamp())

@@ -21,6 +21,7 @@ from aiohttp import web
 from agent.commands import CommandError
 from agent.events import rfc3339
 from agent.selftest.report import junit_xml
+from agent.web import OFF
 from agent.web.hub import EventHub
 from agent.web.runs import Run, Runs
 from agent.web.sessions import PairingLimited, Session, Sessions
@@ -147,8 +148,7 @@ class WebServer:
             CommandError: the page is off, or bad parameters.
         """
         if self.cert is None:
-            raise CommandError("the web page is off: set [web] listen in the config file "
-                               "(docs/web.md)")
+            raise CommandError(OFF)
         what = params.get("do")
         if what == "pair":
             try:

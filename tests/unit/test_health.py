@@ -7,7 +7,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from agent.health import HealthCollector, HostHealth, Thresholds, render_health
+from agent.health import HostHealth, Thresholds, render_health
+from agent.metrics import HealthCollector
 
 HOSTS = Path(__file__).resolve().parents[1] / "fixtures" / "host"
 
