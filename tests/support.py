@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -35,6 +36,27 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def server_port() -> int:
+    """A free port below the range the kernel hands out as source ports, for a server that
+    restarts on the same port: on a port from that range, a client retrying while the server
+    is down can get it as its own source port and connect to itself (TCP simultaneous open),
+    and the restarted server cannot bind it."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(10000, max(low, 10001))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
 
 
 def metrics_port(log: str) -> int | None:
@@ -69,7 +91,7 @@ class Broker:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
-        self.port = port or free_port()
+        self.port = port or server_port()
         self.proc: subprocess.Popen[bytes] | None = None
         lines = [
             f"listener {self.port} {self.host}",
