@@ -261,7 +261,8 @@ class Side:
 
 
 class AgentSide(Side):
-    def __init__(self, tmp: Path, broker: Broker, workload: Workload) -> None:
+    def __init__(self, tmp: Path, broker: Broker, workload: Workload,
+                 command: Path | None = None) -> None:
         registers = [{"name": f"r{reg}", "table": "holding", "address": reg,
                       "on_change": {"type": "eas.people_count", "field": "in",
                                     "data": {"out": reg}}} for reg in range(REGISTERS)]
@@ -272,6 +273,8 @@ class AgentSide(Side):
         cfg = agent_config(tmp, broker, devices, buffer={"synchronous": "full"})
         del cfg["agent"]["status_interval"]  # the product's default, not the tests' 2 s
         self.agent = AgentProcess(tmp, cfg)
+        if command is not None:
+            self.agent.command = (str(command),)
 
     def start(self) -> None:
         self.agent.start(wait_connected=True, log_level="info")
@@ -424,9 +427,11 @@ def measure_outage(side: Side, args: argparse.Namespace, broker: Broker, workloa
 # -- the run --------------------------------------------------------------------------------------
 
 def make_side(name: str, tmp: Path, broker: Broker, workload: Workload,
-              gateway: Path | None) -> Side:
+              gateway: Path | None, before: Path | None = None) -> Side:
     if name == "agent":
         return AgentSide(tmp, broker, workload)
+    if name == "agent-before":
+        return AgentSide(tmp, broker, workload, before)
     assert gateway is not None
     return GatewaySide(tmp, broker, workload, name.removeprefix("tb-"), gateway)
 
@@ -437,20 +442,20 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace)
 
     print(f"\n{UNITS} units x {REGISTERS} holding registers polled every {POLL_S * 1000:.0f} ms, "
           f"{args.rounds} round(s) of {args.seconds:.0f} s per side, medians:")
-    print(f"{'side':<10} {'CPU s/1000 readings':>20} {'readings/s':>11} {'served/s':>9} "
+    print(f"{'side':<12} {'CPU s/1000 readings':>20} {'readings/s':>11} {'served/s':>9} "
           f"{'CPU % core':>10} {'peak RSS MiB':>13} {'lost in outage':>22}")
     for side, rows in results.items():
         lost = [f"{r['outage_lost']:,.0f} of {r['outage_served']:,.0f}" for r in rows
                 if "outage_lost" in r]
-        print(f"{side:<10} {med(side, 'cpu_per_1000'):>20.3f} {med(side, 'delivered_per_s'):>11,.0f} "
+        print(f"{side:<12} {med(side, 'cpu_per_1000'):>20.3f} {med(side, 'delivered_per_s'):>11,.0f} "
               f"{med(side, 'served_per_s'):>9,.0f} {med(side, 'cpu_share') * 100:>10.1f} "
               f"{max(r['peak_rss_mib'] for r in rows):>13.1f} {', '.join(lost) or '-':>22}")
     print("per round (CPU s/1000 readings, peak RSS MiB):")
     for side, rows in results.items():
-        print(f"  {side:<10} " + "; ".join(f"{r['cpu_per_1000']:.3f}, {r['peak_rss_mib']:.1f}"
+        print(f"  {side:<12} " + "; ".join(f"{r['cpu_per_1000']:.3f}, {r['peak_rss_mib']:.1f}"
                                            for r in rows))
     if "agent" in results:
-        for peer in ("tb-memory", "tb-sqlite"):
+        for peer in ("agent-before", "tb-memory", "tb-sqlite"):
             if peer in results:
                 print(f"agent / {peer}: CPU per 1,000 readings "
                       f"{med('agent', 'cpu_per_1000') / med(peer, 'cpu_per_1000'):.2f}, peak RSS "
@@ -474,10 +479,17 @@ def main() -> int:
     parser.add_argument("--sides", default=",".join(SIDES),
                         help=f"comma-separated, from {', '.join(SIDES)}")
     parser.add_argument("--agent-only", action="store_true", help="same as --sides agent")
+    parser.add_argument("--agent-before", type=Path, metavar="AGENT",
+                        help="the agent command of another checkout (e.g. main before a change: "
+                        "git worktree add ../before COMMIT && ../before/scripts/setup, then "
+                        "../before/.venv/bin/agent): measured as the side agent-before, "
+                        "alternated with the others")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
     sides = ["agent"] if args.agent_only else [s.strip() for s in args.sides.split(",")]
-    if unknown := set(sides) - set(SIDES):
+    if args.agent_before is not None:
+        sides.insert(0, "agent-before")
+    if unknown := set(sides) - {*SIDES, "agent-before"}:
         parser.error(f"unknown side(s) {', '.join(sorted(unknown))}; known: {', '.join(SIDES)}")
     gateway = ensure_tb_venv() if any(s.startswith("tb-") for s in sides) else None
     in_own_netns()
@@ -496,7 +508,8 @@ def main() -> int:
         for r in range(args.rounds):
             outage = args.outage_seconds > 0 and r < args.outage_rounds
             for name in sides:
-                side = make_side(name, tmp / f"{name}-{r}", broker, workload, gateway)
+                side = make_side(name, tmp / f"{name}-{r}", broker, workload, gateway,
+                                 args.agent_before)
                 row = run_side(side, name, args, broker, workload, tally, outage)
                 results[name].append(row)
                 print(f"round {r + 1} {name}: " + ", ".join(f"{k} {v:,.3f}" for k, v in row.items()),
