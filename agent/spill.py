@@ -86,6 +86,13 @@ class Spill:
 
     def _take(self, limit: int) -> Iterator[Pending]:
         heads = [q for q in self._queues.values() if q]
+        if len(heads) == 1:  # one priority held (the usual case): no merging
+            queue = heads[0]
+            n = min(limit, len(queue))
+            self._size -= n
+            for _ in range(n):
+                yield queue.popleft()[1]
+            return
         while heads and limit > 0:
             queue = min(heads, key=lambda q: q[0][0])
             yield queue.popleft()[1]

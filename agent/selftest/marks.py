@@ -74,6 +74,8 @@ class TestMarks:
         if event_type == "camera.snapshot" and data is not None:
             with self._lock:
                 return data.get("trigger_id") in self._marked
+        if not self._claims:  # no self-test running (replaced whole, never changed in place)
+            return False
         now = time.monotonic()
         with self._lock:
             for claim in self._claims:

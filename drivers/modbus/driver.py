@@ -67,6 +67,12 @@ class ModbusDriver(Driver):
         super().__init__(*args, **kwargs)
         cfg = self.config
         self.blocks: list[Block] = plan_reads(cfg.points(), cfg.max_gap)
+        self._decoders = [
+            [(p.key, p.address - block.start, cfg.registers[p.key].value_type,
+              cfg.registers[p.key].word_order, cfg.registers[p.key].bit) for p in block.points]
+            for block in self.blocks]
+        """Per block, what decodes each of its points: (map entry, offset, type, word order, bit),
+        worked out once instead of at every poll."""
         self.trackers = [
             Tracker(value_type=r.value_type, max_step=r.max_step,
                     **{k: spec.compile() for k in ("on_rise", "on_fall", "on_increment",
@@ -192,7 +198,7 @@ class ModbusDriver(Driver):
                    "holding": client.read_holding_registers,
                    "input": client.read_input_registers}
         values: dict[int, bool | int | float] = {}
-        for block in self.blocks:
+        for block, decoders in zip(self.blocks, self._decoders, strict=True):
             rr = await readers[block.table](block.start, count=block.count,
                                             device_id=cfg.device_id)
             if rr.isError():
@@ -202,10 +208,8 @@ class ModbusDriver(Driver):
                                 f"{block.start}..{block.start + block.count - 1} from "
                                 f"{self._where()}")
             items = rr.bits if block.table in ("coil", "discrete_input") else rr.registers
-            for point in block.points:
-                entry = cfg.registers[point.key]
-                values[point.key] = decode(items, point.address - block.start, entry.value_type,
-                                           word_order=entry.word_order, bit=entry.bit)
+            for key, offset, value_type, word_order, bit in decoders:
+                values[key] = decode(items, offset, value_type, word_order=word_order, bit=bit)
         return values
 
     def _counter_note(self, key: int, kind: str, delta: int) -> None:
