@@ -75,6 +75,7 @@ class Counters:
 
     def close(self) -> None:
         self._task.cancel()
+        time.sleep(0.2)  # let the task end before the loop stops
         self._loop.call_soon_threadsafe(self._loop.stop)
 
 
