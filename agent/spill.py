@@ -24,8 +24,10 @@ class Spill:
     ``put`` never blocks, so a GPIO edge callback is never held up; it returns what it dropped.
 
     It also holds the drivers' kept state (``keep``: e.g. a Modbus device's counter values),
-    latest value per key, which ``take_with_kept`` hands out only with the batch that empties
-    the hold: a state is committed in the same transaction as every event emitted before it.
+    in arrival order with the events: ``take_with_kept`` hands out, with a batch, the latest
+    value per key among the states kept before the first event still held. So a state is
+    committed in the same transaction as the last event emitted before it, never before it and
+    never after an event emitted after it.
     """
 
     def __init__(self, limit: int) -> None:
@@ -37,7 +39,8 @@ class Spill:
         self._order = itertools.count()
         self._front = itertools.count(-1, -1)  # for batches put back ahead of everything
         self._size = 0
-        self._kept: dict[str, str] = {}
+        self._kept: collections.deque[tuple[int, str, str]] = collections.deque()
+        """(arrival number, key, value) in arrival order."""
         self._lock = threading.Lock()
         self.not_empty = threading.Condition(self._lock)
 
@@ -67,21 +70,28 @@ class Spill:
     def keep(self, key: str, value: str) -> None:
         """Hold ``value`` as the state ``key`` to commit with the events emitted so far."""
         with self._lock:
-            self._kept[key] = value
+            self._kept.append((next(self._order), key, value))
+            if len(self._kept) > self.limit:  # the writer is stuck: keep the latest per key
+                latest = {k: (n, k, v) for n, k, v in self._kept}
+                self._kept = collections.deque(sorted(latest.values()))
             self.not_empty.notify()
 
     def kept(self, key: str) -> str | None:
-        """The value of ``key`` waiting to be committed, if any."""
+        """The newest value of ``key`` waiting to be committed, if any."""
         with self._lock:
-            return self._kept.get(key)
+            return next((v for _, k, v in reversed(self._kept) if k == key), None)
 
     def take_with_kept(self, limit: int) -> tuple[list[Pending], dict[str, str]]:
-        """Like ``take``, and the kept states when this batch empties the hold."""
+        """Like ``take``, and the latest value per key of the states kept before the first
+        event still held (all of them when the batch empties the hold)."""
         with self._lock:
             batch = list(self._take(limit))
+            heads = [q[0][0] for q in self._queues.values() if q]
+            before = min(heads) if heads else None
             kept: dict[str, str] = {}
-            if not self._size and self._kept:
-                kept, self._kept = self._kept, {}
+            while self._kept and (before is None or self._kept[0][0] < before):
+                _, key, value = self._kept.popleft()
+                kept[key] = value
             return batch, kept
 
     def _take(self, limit: int) -> Iterator[Pending]:
@@ -108,8 +118,10 @@ class Spill:
         (the lowest priorities first)."""
         dropped: list[Pending] = []
         with self._lock:
+            newer = {k for _, k, _ in self._kept}
             for key, value in (kept or {}).items():
-                self._kept.setdefault(key, value)
+                if key not in newer:  # ahead of everything, with the batch put back
+                    self._kept.appendleft((next(self._front), key, value))
             for pending in reversed(batch):
                 self._queues[pending.priority].appendleft((next(self._front), pending))
                 self._size += 1

@@ -47,11 +47,19 @@ def _alive(pid: int) -> bool:
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_demo_stops_everything_it_started(how: str) -> None:
-    demo = subprocess.Popen(
-        [str(ROOT / "scripts" / "demo")], cwd=ROOT, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env={**os.environ, "DEMO_PORT": str(free_port())},
-    )
+    # As from a terminal: a test run started in the background (`cmd &` in a script) has SIGINT
+    # ignored, which bash would inherit and then could not trap. A Python handler is not
+    # inherited: the script starts with the default.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        demo = subprocess.Popen(
+            [str(ROOT / "scripts" / "demo")], cwd=ROOT, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            env={**os.environ, "DEMO_PORT": str(free_port())},
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    started: set[int] = set()
     try:
         assert demo.stdout is not None
         seen: list[str] = []
@@ -73,11 +81,16 @@ def test_demo_stops_everything_it_started(how: str) -> None:
         assert demo.wait(30) == 0
         wait_until(lambda: not any(_alive(p) for p in started), 10, "every process of the demo")
     finally:
+        # The broker and the agent run in sessions of their own (setsid): once the script is
+        # gone they are no longer its descendants, and one left running holds the demo's data
+        # directory and ports for the next test. Taken before the script is killed.
+        leftover = started | _descendants(demo.pid)
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()
-        for pid in _descendants(demo.pid):
-            os.kill(pid, signal.SIGKILL)
+        for pid in leftover:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
     log = (ROOT / "var" / "demo" / "agent.log").read_text()
     run = log[log.rindex("agent.runtime: agent "):]  # this run's lines
     assert "agent.runtime: stopped" in run

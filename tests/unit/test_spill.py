@@ -85,3 +85,19 @@ def test_a_kept_state_put_back_does_not_replace_a_newer_one():
     spill.keep("d/counters", "new")
     spill.put_back(batch, kept)
     assert spill.kept("d/counters") == "new"
+
+
+def test_a_kept_state_goes_with_the_last_event_before_it_when_a_batch_is_split():
+    """A crash between two batches must not leave events committed without the state counted
+    from them (the next start would count them again)."""
+    spill = Spill(100)
+    for n in range(3):
+        spill.put(ev(n))
+    spill.keep("d/counters", "after 2")
+    spill.put(ev(3))
+    batch, kept = spill.take_with_kept(2)
+    assert ns(batch) == [0, 1] and kept == {}
+    batch, kept = spill.take_with_kept(1)
+    assert ns(batch) == [2] and kept == {"d/counters": "after 2"}
+    batch, kept = spill.take_with_kept(10)
+    assert ns(batch) == [3] and kept == {}
