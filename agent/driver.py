@@ -166,8 +166,9 @@ class DriverContext(Protocol):
     def keep(self, device_id: str, name: str, value: dict[str, Any]) -> None:
         """Keep ``value`` (JSON-able) as the device's state ``name`` across restarts.
 
-        It is committed to the event buffer in the same transaction as every event the device
-        emitted before this call, so after a crash or a power cut the state matches the events
+        It is committed to the event buffer in the same transaction as the last event emitted
+        before this call (the earlier ones in that or earlier transactions), and before any
+        event emitted after it, so after a crash or a power cut the state matches the events
         that survived: e.g. a counter's last value, from which the next run counts on. Cheap:
         no write of its own; only the latest value per name is committed.
         """
