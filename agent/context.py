@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +67,9 @@ class Context:
 
     def keep(self, device_id: str, name: str, value: dict[str, Any]) -> None:
         self.pipeline.keep(device_id, name, value)
+
+    def together(self) -> AbstractContextManager[None]:
+        return self.pipeline.together()
 
     def kept(self, device_id: str, name: str) -> dict[str, Any] | None:
         return self.pipeline.kept(device_id, name)

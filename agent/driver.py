@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, overload
@@ -166,12 +167,20 @@ class DriverContext(Protocol):
     def keep(self, device_id: str, name: str, value: dict[str, Any]) -> None:
         """Keep ``value`` (JSON-able) as the device's state ``name`` across restarts.
 
-        It is committed to the event buffer in the same transaction as the last event emitted
-        before this call (the earlier ones in that or earlier transactions), and before any
-        event emitted after it, so after a crash or a power cut the state matches the events
-        that survived: e.g. a counter's last value, from which the next run counts on. Cheap:
-        no write of its own; only the latest value per name is committed.
+        It is committed to the event buffer never before an event emitted before this call
+        and never after one emitted after it. To bind it to the events counted from it (a
+        counter's last value and the alarms it counted), emit them and keep it inside
+        ``together()``: then both are committed in one transaction, so after a crash or a
+        power cut the state matches the events that survived. Cheap: no write of its own;
+        only the latest value per name is committed.
         """
+        ...
+
+    def together(self) -> AbstractContextManager[None]:
+        """``with context.together(): ...``: the events emitted and the states kept inside
+        reach the buffer in one transaction (all or nothing after a crash). Keep it short and
+        synchronous: a poll's events and its state, no ``await`` inside; what it holds is
+        committed when it ends."""
         ...
 
     def kept(self, device_id: str, name: str) -> dict[str, Any] | None:

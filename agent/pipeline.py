@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,15 @@ class Pipeline:
         """Commit ``value`` as the device's state ``name`` with the events emitted so far."""
         self.spill.keep(f"{device_id}/{name}", dumps(value).decode())
 
+    @contextlib.contextmanager
+    def together(self) -> Iterator[None]:
+        """The events emitted and the states kept inside go to the buffer in one transaction."""
+        start = self.spill.begin()
+        try:
+            yield
+        finally:
+            self.spill.end(start)
+
     def kept(self, device_id: str, name: str) -> dict[str, Any] | None:
         """The device's state ``name`` as last kept (waiting or committed), or ``None``."""
         key = f"{device_id}/{name}"
@@ -280,7 +290,7 @@ class Pipeline:
         while True:
             self.writer_beat.beat()
             with self._wakeup:
-                if not self._stopping and not len(self.spill):
+                if not self._stopping and not self.spill.ready():
                     self._wakeup.wait(IDLE_WAKE)
                 stopping = self._stopping
             now = time.monotonic()

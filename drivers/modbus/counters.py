@@ -1,9 +1,10 @@
 """Counter values kept across agent restarts, so that alarms a controller counted while the
 agent was down (a restart, an upgrade) still become events.
 
-They are kept with ``DriverContext.keep``: committed to the event buffer in the same
-transaction as the events counted from them, so that after a crash or a power cut the saved
-values match the events that survived (nothing counted twice, nothing missed). Agents before
+They are kept with ``DriverContext.keep`` inside ``DriverContext.together`` with the events
+counted from them: committed to the event buffer in the same transaction, so that after a crash
+or a power cut the saved values match the events that survived (nothing counted twice, nothing
+missed). Agents before
 this kept them in ``<data_dir>/devices/<id>/counters.json``, written and fsynced at every poll
 that changed one; that file is still read once when the buffer holds nothing yet."""
 

@@ -31,10 +31,10 @@ EXCEPTION_NAMES = {
     10: "gateway path unavailable", 11: "gateway target failed to respond",
 }
 STATE_EVERY = 5.0
+"""Values reach the retained state at most this often unless they change."""
 STATE_GAP = 1.0
 """At most one retained state per this many seconds: values that change at every poll (people
 counters at 10 Hz) would otherwise be a retained message per poll. The latest goes out."""
-"""Values reach the retained state at most this often unless they change."""
 
 
 class PollError(Exception):
@@ -161,20 +161,12 @@ class ModbusDriver(Driver):
             if not self.online:
                 self.set_online()
                 backoff.reset()
-            changed = False
-            for key, value in values.items():
-                tracker = self.trackers[key]
-                changed |= tracker.value != value
-                for em in tracker.observe(value):
-                    self.emit(em.type, em.data, time=observed)
-                step = tracker.last_step
-                if key in self._restored:
-                    self._while_down(key, self._restored.pop(key), value, step)
-                if step is not None and step.kind in ("wrap", "restart", "jump"):
-                    self._counter_note(key, step.kind, step.delta)
-                    tracker.last_step = None
-            if changed and self._store is not None:
-                self._keep_counters(self._store)
+            # The alarms counted and the counters they were counted to: one transaction, or
+            # a crash between the two would count them again at the next start.
+            with self.context.together():
+                changed = self._observe(values, observed)
+                if changed and self._store is not None:
+                    self._keep_counters(self._store)
             self.polls += 1
             self.last_poll_at = observed
             now = loop.time()
@@ -185,6 +177,22 @@ class ModbusDriver(Driver):
             # Fixed rate, not fixed delay: a slow reply does not stretch the poll period.
             next_at = max(next_at + self.config.poll_interval, now)
             await asyncio.sleep(next_at - now)
+
+    def _observe(self, values: dict[int, bool | int | float], observed: float) -> bool:
+        """Emit what one poll's values say; whether any value changed."""
+        changed = False
+        for key, value in values.items():
+            tracker = self.trackers[key]
+            changed |= tracker.value != value
+            for em in tracker.observe(value):
+                self.emit(em.type, em.data, time=observed)
+            step = tracker.last_step
+            if key in self._restored:
+                self._while_down(key, self._restored.pop(key), value, step)
+            if step is not None and step.kind in ("wrap", "restart", "jump"):
+                self._counter_note(key, step.kind, step.delta)
+                tracker.last_step = None
+        return changed
 
     async def _poll(self, client: Any) -> dict[int, bool | int | float]:
         """One pass over the read plan: map entry index -> value.

@@ -87,9 +87,8 @@ def test_a_kept_state_put_back_does_not_replace_a_newer_one():
     assert spill.kept("d/counters") == "new"
 
 
-def test_a_kept_state_goes_with_the_last_event_before_it_when_a_batch_is_split():
-    """A crash between two batches must not leave events committed without the state counted
-    from them (the next start would count them again)."""
+def test_outside_a_group_a_kept_state_goes_with_the_last_event_before_it():
+    """Never before an event that arrived before it, never after one that arrived after."""
     spill = Spill(100)
     for n in range(3):
         spill.put(ev(n))
@@ -101,3 +100,76 @@ def test_a_kept_state_goes_with_the_last_event_before_it_when_a_batch_is_split()
     assert ns(batch) == [2] and kept == {"d/counters": "after 2"}
     batch, kept = spill.take_with_kept(10)
     assert ns(batch) == [3] and kept == {}
+
+
+def test_an_open_group_is_not_taken_and_goes_whole_with_its_state_when_it_ends():
+    spill = Spill(100)
+    spill.put(ev(0))                        # before the poll: free to go
+    group = spill.begin()
+    spill.put(ev(1))
+    spill.put(ev(2))
+    batch, kept = spill.take_with_kept(10)
+    assert ns(batch) == [0] and kept == {}, "nothing of the open group goes"
+    spill.keep("d/counters", "2")
+    assert spill.take_with_kept(10) == ([], {}), "not even its state"
+    spill.end(group)
+    batch, kept = spill.take_with_kept(10)
+    assert ns(batch) == [1, 2] and kept == {"d/counters": "2"}
+
+
+def test_a_batch_goes_past_its_limit_to_the_end_of_the_group_it_would_cut():
+    spill = Spill(100)
+    group = spill.begin()
+    for n in range(5):
+        spill.put(ev(n))
+    spill.keep("d/counters", "5")
+    spill.end(group)
+    spill.put(ev(5))
+    batch, kept = spill.take_with_kept(2)
+    assert ns(batch) == [0, 1, 2, 3, 4] and kept == {"d/counters": "5"}
+    assert ns(spill.take_with_kept(2)[0]) == [5]
+
+
+def test_a_group_overlapping_an_open_one_waits_for_it_rather_than_split():
+    """Two threads: group a is closed but began after group b, which is still open; a batch
+    that reached into a would have to take b's events to finish it, so it stops before a."""
+    spill = Spill(100)
+    spill.put(ev(0))
+    a = spill.begin()
+    spill.put(ev(1, PRIORITY_ALARM))        # a's
+    b = spill.begin()
+    spill.put(ev(2))                        # b's
+    spill.keep("a/counters", "1")
+    spill.end(a)
+    batch, kept = spill.take_with_kept(10)
+    assert ns(batch) == [0] and kept == {}
+    assert len(spill) == 2
+    spill.keep("b/counters", "2")
+    spill.end(b)
+    batch, kept = spill.take_with_kept(10)
+    assert ns(batch) == [1, 2] and kept == {"a/counters": "1", "b/counters": "2"}
+
+
+def test_a_batch_put_back_goes_again_whole_with_its_states():
+    spill = Spill(100)
+    for n in range(4):
+        spill.put(ev(n))
+    spill.keep("d/counters", "4")
+    batch, kept = spill.take_with_kept(10)  # the commit failed
+    spill.put(ev(4))
+    spill.put_back(batch, kept)
+    batch, kept = spill.take_with_kept(2)
+    assert ns(batch) == [0, 1, 2, 3] and kept == {"d/counters": "4"}
+
+
+def test_the_writer_is_told_only_what_it_can_take():
+    spill = Spill(100)
+    assert not spill.ready()
+    spill.put(ev(0))
+    group = spill.begin()
+    spill.put(ev(1))
+    assert spill.ready(), "event 0 arrived before the group"
+    spill.take_with_kept(10)
+    assert not spill.ready(), "only the open group is left"
+    spill.end(group)
+    assert spill.ready()

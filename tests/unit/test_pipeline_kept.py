@@ -1,0 +1,71 @@
+"""A driver's kept state and the events counted from it reach the buffer in one transaction:
+whatever instant a crash picks, the buffer holds both or neither."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sqlite3
+import sys
+import threading
+
+from agent.buffer import Buffer
+from agent.config import load_config
+from agent.pipeline import Pipeline
+from agent.testing import write_config
+
+
+async def test_a_crash_at_any_instant_finds_the_state_matching_the_events(tmp_path):
+    path = write_config(tmp_path / "agent.toml", {
+        "agent": {"store_id": "t", "data_dir": str(tmp_path / "data")}})
+    config = load_config(path, drivers={})
+    buffer = Buffer(tmp_path / "buffer.db", max_bytes=10**8, max_age=3600,
+                    on_dropped=lambda r: pipeline.dropped_event(r))
+    pipeline = Pipeline(config, buffer)
+    buffer.open()
+    pipeline.start()
+    stop, seen = threading.Event(), []
+
+    def snapshot(db: sqlite3.Connection) -> tuple[int, int | None]:
+        """What a restart would find: the alarms and the kept count, in one transaction."""
+        db.execute("BEGIN")
+        events = db.execute("SELECT count(*) FROM events WHERE type = 'eas.alarm'").fetchone()
+        kept = db.execute("SELECT value FROM kept").fetchone()
+        db.execute("COMMIT")
+        return events[0], kept and json.loads(kept[0])["value"]
+
+    def crash_snapshots() -> None:
+        db = sqlite3.connect(tmp_path / "buffer.db", isolation_level=None)
+        while not stop.is_set():
+            seen.append(snapshot(db))
+        db.close()
+
+    reader = threading.Thread(target=crash_snapshots)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads interleave anywhere, as a loaded Pi makes them
+    reader.start()
+    try:
+        rng, counted = random.Random(3), 0
+        for _ in range(1000):  # a poll: the alarms counted, then the counter's new value
+            await pipeline.room()  # as a polling driver does
+            await asyncio.sleep(0.0001)  # the next request to the controller
+            with pipeline.together():
+                for _ in range(rng.randint(1, 4)):
+                    pipeline.emit("exit1-ctl", "eas.alarm", {"direction": "out"})
+                    counted += 1
+                pipeline.keep("exit1-ctl", "counters", {"value": counted})
+        assert pipeline.wait_committed(10)
+    finally:
+        sys.setswitchinterval(switch)
+        stop.set()
+        reader.join()
+        pipeline.stop()
+
+
+    apart = [(events, kept) for events, kept in seen if events and events != kept]
+    assert not pipeline.dropped, "the hold never filled: nothing was dropped"
+    assert len(seen) > 100 and not apart, f"{len(apart)} of {len(seen)} snapshots: {apart[:5]}"
+    with sqlite3.connect(tmp_path / "buffer.db", isolation_level=None) as db:
+        assert snapshot(db) == (counted, counted)
+    buffer.close()
