@@ -109,7 +109,7 @@ class Spill:
             return bool(self._size or self._kept)
         bound = min(self._open)
         return min(self._heads(), default=bound) < bound or \
-            bool(self._kept) and self._kept[0][0] < bound
+            (bool(self._kept) and self._kept[0][0] < bound)
 
     def take_with_kept(self, limit: int) -> tuple[list[Pending], dict[str, str]]:
         """Like ``take``, and the latest value per key of the states kept before the first
