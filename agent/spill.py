@@ -162,8 +162,8 @@ class Spill:
         """Up to ``limit`` events (with their arrival numbers) in arrival order, none from
         arrival number ``bound`` on."""
         heads = [q for q in self._queues.values() if q]
-        if len(heads) == 1 and bound is None:  # one priority held (the usual case): no merging
-            queue = heads[0]
+        if len(heads) == 1 and (bound is None or heads[0][-1][0] < bound):
+            queue = heads[0]  # one priority held, all of it takeable (the usual case)
             n = min(limit, len(queue))
             self._size -= n
             for _ in range(n):
