@@ -34,6 +34,9 @@ IDLE_WAKE = 1.0
 """The writer goes round its loop at least this often, so that its heartbeat shows it is alive."""
 MAX_BATCH = 2000
 """Events per transaction at most: a burst costs one fsync per this many."""
+STOP_GROUP_WAIT = 2.0
+"""At stop, how long the writer waits for a driver's open group to end before it says what the
+group held is lost."""
 STORAGE_RETRY_MIN, STORAGE_RETRY_MAX = 0.5, 10.0
 """Backoff between attempts to write to a buffer that could not be written."""
 ROOM_POLL = 0.01
@@ -287,6 +290,7 @@ class Pipeline:
         last_ack_flush = last_expire = time.monotonic()
         retry = Backoff(initial=STORAGE_RETRY_MIN, cap=STORAGE_RETRY_MAX)
         retry_at = 0.0
+        give_up: float | None = None
         while True:
             self.writer_beat.beat()
             with self._wakeup:
@@ -317,10 +321,16 @@ class Pipeline:
             else:
                 retry_at = time.monotonic() + retry.next()
             if stopping:
-                if self.storage_problem is not None and len(self.spill):
+                if len(self.spill) and self.storage_problem is None:
+                    # A driver's group (together()) still holds events: it ends in microseconds.
+                    give_up = give_up or time.monotonic() + STOP_GROUP_WAIT
+                    if time.monotonic() < give_up:
+                        time.sleep(0.005)
+                        continue
+                if len(self.spill):
                     log.error("event buffer: stopping with %d events held in memory that could "
                               "not be written (%s): they are lost", len(self.spill),
-                              self.storage_problem)
+                              self.storage_problem or "a driver's together() block never ended")
                 return
 
     def _wakeup_wait(self, timeout: float) -> None:

@@ -9,6 +9,7 @@ import random
 import sqlite3
 import sys
 import threading
+from pathlib import Path
 
 from agent.buffer import Buffer
 from agent.config import load_config
@@ -16,7 +17,7 @@ from agent.pipeline import Pipeline
 from agent.testing import write_config
 
 
-async def test_a_crash_at_any_instant_finds_the_state_matching_the_events(tmp_path):
+def started(tmp_path: Path) -> tuple[Pipeline, Buffer]:
     path = write_config(tmp_path / "agent.toml", {
         "agent": {"store_id": "t", "data_dir": str(tmp_path / "data")}})
     config = load_config(path, drivers={})
@@ -25,6 +26,11 @@ async def test_a_crash_at_any_instant_finds_the_state_matching_the_events(tmp_pa
     pipeline = Pipeline(config, buffer)
     buffer.open()
     pipeline.start()
+    return pipeline, buffer
+
+
+async def test_a_crash_at_any_instant_finds_the_state_matching_the_events(tmp_path):
+    pipeline, buffer = started(tmp_path)
     stop, seen = threading.Event(), []
 
     def snapshot(db: sqlite3.Connection) -> tuple[int, int | None]:
@@ -68,4 +74,26 @@ async def test_a_crash_at_any_instant_finds_the_state_matching_the_events(tmp_pa
     assert len(seen) > 100 and not apart, f"{len(apart)} of {len(seen)} snapshots: {apart[:5]}"
     with sqlite3.connect(tmp_path / "buffer.db", isolation_level=None) as db:
         assert snapshot(db) == (counted, counted)
+    buffer.close()
+
+
+def test_a_stop_waits_for_an_open_group_and_commits_it(tmp_path):
+    pipeline, buffer = started(tmp_path)
+    group = pipeline.spill.begin()
+    pipeline.emit("exit1-ctl", "eas.alarm", {"direction": "out"})
+    pipeline.keep("exit1-ctl", "counters", {"value": 1})
+    threading.Timer(0.2, pipeline.spill.end, (group,)).start()
+    pipeline.stop()
+    assert [json.loads(r.payload)["type"] for r in buffer.fetch(0, 10)] == ["eas.alarm"]
+    assert json.loads(buffer.kept("exit1-ctl/counters") or "{}") == {"value": 1}
+    buffer.close()
+
+
+def test_what_a_group_that_never_ends_holds_is_announced_lost_at_stop(tmp_path, caplog):
+    pipeline, buffer = started(tmp_path)
+    pipeline.spill.begin()
+    pipeline.emit("exit1-ctl", "eas.alarm", {"direction": "out"})
+    pipeline.stop()
+    assert "stopping with 1 events held in memory that could not be written (a driver's " \
+        "together() block never ended): they are lost" in caplog.text
     buffer.close()
