@@ -189,6 +189,9 @@ class ConsoleOperator:
             self._terminal.unanswered("Ctrl-C")
             raise
 
+    def cannot(self) -> str | None:  # the terminal has Ctrl-C
+        return None
+
 
 def run_in_process(config: Config, exit_name: str | None, walk: bool,
                    operator: ConsoleOperator, *,

@@ -68,6 +68,11 @@ class Operator(Protocol):
         """A question for the technician; ``None`` when nobody answered in time."""
         ...
 
+    def cannot(self) -> str | None:
+        """Why the technician cannot do the instruction shown now, once they said so (the web
+        page's "Can't do this step"); ``None`` otherwise. Asked while a walk step waits."""
+        ...
+
 
 class EventWatch:
     """Committed events of some devices, with the moment each was committed (monotonic)."""
@@ -433,6 +438,21 @@ class ExitSelftest:
                                   "timeout": timeout})
         return time.monotonic()
 
+    async def _walk_wait(self, match: Callable[[dict[str, Any]], bool], t0: float,
+                         window: float) -> tuple[float, dict[str, Any] | None] | str | None:
+        """What a walk step waits for: the event (with its commit time), the reason the
+        technician gave for not doing the step, or ``None`` when the window ran out."""
+        assert self._watch is not None
+        reasons: list[str] = []
+
+        async def cannot() -> bool:
+            if (reason := self.operator.cannot()) is not None:
+                reasons.append(reason)
+            return bool(reasons)
+
+        seen = await self._watch.wait_for(match, after=t0, until=t0 + window, also=cannot)
+        return reasons[0] if reasons else seen
+
     async def _walk_test(self, rest_ok: bool) -> None:
         if not self.operator.interactive:
             await self._step("walk", "skip", "a walk test needs a technician at the exit: run "
@@ -453,9 +473,10 @@ class ExitSelftest:
                 self.agent.marks.claim(self.run_id, eas, {"eas.alarm"}, window)
                 t0 = await self._prompt(f"Carry the test tag out through the exit at "
                                         f"{height.upper()} height now.", window)
-                seen = await self._watch.wait_for(_is("eas.alarm", eas), after=t0,
-                                                  until=t0 + window)
-                if seen is None:
+                seen = await self._walk_wait(_is("eas.alarm", eas), t0, window)
+                if isinstance(seen, str):
+                    await self._step(f"walk {height}", "skip", f"not done: {seen}")
+                elif seen is None:
                     await self._step(f"walk {height}", "fail", f"no eas.alarm from {eas} within "
                                      f"{window:g} s: the pedestal missed a tag at {height} height")
                 else:
@@ -496,8 +517,11 @@ class ExitSelftest:
                     else (event_type,):
                 self.agent.marks.claim(self.run_id, door, {claimed}, wait)
             t0 = await self._prompt(text, wait)
-            seen = await self._watch.wait_for(_is(event_type, door), after=t0, until=t0 + wait)
-            if seen is None:
+            seen = await self._walk_wait(_is(event_type, door), t0, wait)
+            if isinstance(seen, str):
+                opened = event_type != "door.opened"
+                await self._step(name, "skip", f"not done: {seen}")
+            elif seen is None:
                 opened = event_type != "door.opened"
                 await self._step(name, "fail", f"no {event_type} from {door} within "
                                  f"{wait:g} s: check the door contact and its wiring")

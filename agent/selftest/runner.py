@@ -33,6 +33,9 @@ class SilentOperator:
     async def ask(self, question: str, timeout: float) -> str | None:
         return None
 
+    def cannot(self) -> str | None:
+        return None
+
 
 class QueueOperator:
     """A technician at the other end of the control socket: progress out, answers in."""
@@ -54,6 +57,9 @@ class QueueOperator:
         except TimeoutError:
             return None
         return str(answer.get("answer", ""))
+
+    def cannot(self) -> str | None:  # the terminal has Ctrl-C
+        return None
 
 
 class Selftests:

@@ -41,9 +41,17 @@ class PageOperator:
     def __init__(self, run: Run) -> None:
         self.run = run
         self.answers: asyncio.Queue[str] = asyncio.Queue(maxsize=1)
+        self.cannot_do: str | None = None
+        """Why the officer cannot do the instruction shown now (``Run.note``), until taken."""
 
     async def show(self, item: dict[str, Any]) -> None:
+        if item.get("kind") == "prompt":  # a note meant for the step before is not for this one
+            self.cannot_do = None
         self.run.add(item)
+
+    def cannot(self) -> str | None:
+        reason, self.cannot_do = self.cannot_do, None
+        return reason
 
     async def ask(self, question: str, timeout: float) -> str | None:
         while not self.answers.empty():  # an answer to an earlier question that timed out
@@ -102,7 +110,8 @@ class Run:
             raise CommandError("an answer is already waiting") from err
 
     def note(self, reason: str) -> dict[str, Any]:
-        """The officer cannot do the step the page shows now: keep why, with that instruction.
+        """The officer cannot do the step the page shows now: keep why, with that instruction,
+        and have the engine skip the step (with the reason) instead of waiting out its window.
 
         Raises:
             CommandError: no instruction is shown (nothing to mark).
@@ -114,6 +123,7 @@ class Run:
                 "reason": reason}
         self.notes.append(note)
         self.add(note)
+        self.operator.cannot_do = reason
         return note
 
     def watch(self) -> None:

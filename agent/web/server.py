@@ -442,8 +442,8 @@ class WebServer:
         return _json({"ok": True})
 
     async def _note(self, request: web.Request) -> web.StreamResponse:
-        """The officer cannot do the instruction shown now; the engine still waits out the
-        step's window (and fails it), the reason goes with the run's reports."""
+        """The officer cannot do the instruction shown now: the engine skips the step with the
+        reason (it does not wait out the window), and the reason goes with the run's reports."""
         session, run = self._session(request), self._run(request)
         if not session.may("operator"):
             return _refuse(403, "a viewer cannot mark a step")

@@ -208,8 +208,15 @@ def test_a_step_that_cannot_be_done_is_noted_with_its_reason_in_the_report(agent
     assert client.post(f"/api/runs/{run['id']}/note", {"reason": " "}).status == 400
     noted = client.post(f"/api/runs/{run['id']}/note", {"reason": "exit blocked by a pallet"})
     assert noted.status == 200
+    noted_at = time.monotonic()
     assert next(items) == {"kind": "note", "exit": "exit1", "instruction": prompt["text"],
                            "reason": "exit blocked by a pallet"}
+    step = next(i for i in items if i.get("kind") == "step")  # skipped, not waited out
+    assert time.monotonic() - noted_at < 5, "the step's window is 30 s"
+    assert step["step"] == "walk low" and step["result"] == "skip"
+    assert step["detail"] == "not done: exit blocked by a pallet"
+    following = next(i for i in items if i.get("kind") == "prompt")
+    assert "MIDDLE height" in following["text"], "the walk goes on"
     assert client.post(f"/api/runs/{run['id']}/cancel", {}).status == 200  # "Stop"
     assert [i for i in items if i.get("kind") == "end"]
     report = client.get(f"/api/runs/{run['id']}/report.json").json()
