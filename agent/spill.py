@@ -64,7 +64,8 @@ class Spill:
                 self._size -= 1
             self._queues[pending.priority].append((next(self._order), pending))
             self._size += 1
-            self.not_empty.notify()
+            if not self._open:  # in a group's time it waits for the group: end() wakes
+                self.not_empty.notify()
             return dropped
 
     def take(self, limit: int) -> list[Pending]:
@@ -95,7 +96,8 @@ class Spill:
             if len(self._kept) > self.limit:  # the writer is stuck: keep the latest per key
                 latest = {k: (n, s, k, v) for n, s, k, v in self._kept}
                 self._kept = collections.deque(sorted(latest.values()))
-            self.not_empty.notify()
+            if not self._open:
+                self.not_empty.notify()
 
     def kept(self, key: str) -> str | None:
         """The newest value of ``key`` waiting to be committed, if any."""
