@@ -68,11 +68,6 @@ class Spill:
                 self.not_empty.notify()
             return dropped
 
-    def take(self, limit: int) -> list[Pending]:
-        """Remove and return up to ``limit`` events in arrival order."""
-        with self._lock:
-            return [pending for _, pending in self._take(limit)]
-
     def begin(self) -> int:
         """Open a group: the states kept until ``end`` go in one transaction with every event
         that arrived since. Returns the token for ``end``."""
@@ -114,8 +109,9 @@ class Spill:
             (bool(self._kept) and self._kept[0][0] < bound)
 
     def take_with_kept(self, limit: int) -> tuple[list[Pending], dict[str, str]]:
-        """Like ``take``, and the latest value per key of the states kept before the first
-        event still held (all of them when the batch empties the hold).
+        """Remove and return up to ``limit`` events in arrival order, and the latest value per
+        key of the states kept before the first event still held (all of them when the batch
+        empties the hold).
 
         Nothing from the start of an open group on is taken. A batch that would end inside a
         closed group goes on to the group's state, past ``limit``; one that cannot (the group
