@@ -451,7 +451,10 @@ class ExitSelftest:
             return bool(reasons)
 
         seen = await self._watch.wait_for(match, after=t0, until=t0 + window, also=cannot)
-        return reasons[0] if reasons else seen
+        if reasons:  # the step is over: what the device reports from now on is real
+            self.agent.marks.release(self.run_id)
+            return reasons[0]
+        return seen
 
     async def _walk_test(self, rest_ok: bool) -> None:
         if not self.operator.interactive:

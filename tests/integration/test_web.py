@@ -225,6 +225,40 @@ def test_a_step_that_cannot_be_done_is_noted_with_its_reason_in_the_report(agent
     assert "cannot do" in agent.output() and "exit blocked by a pallet" in agent.output()
 
 
+@pytest.mark.slow
+def test_a_step_the_officer_cannot_do_leaves_no_claim_behind(agent, broker):
+    """The walk's claims mark the device's next events as the test's; once the officer says a
+    step cannot be done, what the device reports is real again, not hidden as a test."""
+    sub = Subscriber(broker, "retail/t1/events/#")
+    try:
+        client = phone(agent, "operator")
+        run = client.post("/api/runs", {"exits": ["exit1"], "walk": True}).json()
+        items = client.stream(f"/api/runs/{run['id']}/stream")
+        steps: list[dict] = []
+
+        def until(kind: str) -> dict:
+            for item in items:
+                steps.extend([item] if item.get("kind") == "step" else [])
+                if item.get("kind") == kind:
+                    return item
+            raise AssertionError(f"the run ended before a {kind}")
+
+        for _ in range(4):  # the three heights, then "Open the exit door."
+            prompt = until("prompt")
+            assert client.post(f"/api/runs/{run['id']}/note",
+                               {"reason": "exit blocked"}).status == 200
+        assert prompt["text"].startswith("Open the exit door")
+        until("question")  # the sounder question, which claims nothing
+        assert [(s["step"], s["result"]) for s in steps[-2:]] == [
+            ("walk door opened", "skip"), ("walk door closed", "skip")]
+        assert agent.run_cli("sim", "gpio", "exit1-door", "open").returncode == 0
+        (opened,) = sub.wait_events(1, "door.opened")
+        assert opened["test"] is False, "a real door opening, not the walk's"
+        assert client.post(f"/api/runs/{run['id']}/cancel", {}).status == 200
+    finally:
+        sub.close()
+
+
 def test_open_pages_do_not_hold_up_a_stop(agent):
     client = phone(agent, "viewer")
     events = client.stream("/api/events")
