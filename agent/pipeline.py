@@ -34,6 +34,8 @@ IDLE_WAKE = 1.0
 """The writer goes round its loop at least this often, so that its heartbeat shows it is alive."""
 MAX_BATCH = 2000
 """Events per transaction at most: a burst costs one fsync per this many."""
+GROUP_SLOW = 0.5
+"""A together() block open this long is said in the log: events of every device wait for it."""
 STOP_GROUP_WAIT = 2.0
 """At stop, how long the writer waits for a driver's open group to end before it says what the
 group held is lost."""
@@ -179,11 +181,14 @@ class Pipeline:
     @contextlib.contextmanager
     def together(self) -> Iterator[None]:
         """The events emitted and the states kept inside go to the buffer in one transaction."""
-        start = self.spill.begin()
+        start, began = self.spill.begin(), time.monotonic()
         try:
             yield
         finally:
             self.spill.end(start)
+            if (held := time.monotonic() - began) >= GROUP_SLOW:
+                log.warning("a driver's together() block was open for %.1f s: every device's "
+                            "events waited for it; keep it short, with no await inside", held)
 
     def kept(self, device_id: str, name: str) -> dict[str, Any] | None:
         """The device's state ``name`` as last kept (waiting or committed), or ``None``."""

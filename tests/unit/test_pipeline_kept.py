@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import sqlite3
 import sys
 import threading
+import time
 from pathlib import Path
 
 from agent.buffer import Buffer
@@ -96,4 +98,17 @@ def test_what_a_group_that_never_ends_holds_is_announced_lost_at_stop(tmp_path, 
     pipeline.stop()
     assert "stopping with 1 events held in memory that could not be written (a driver's " \
         "together() block never ended): they are lost" in caplog.text
+    buffer.close()
+
+
+def test_a_together_block_held_open_long_is_said_in_the_log(tmp_path, caplog):
+    pipeline, buffer = started(tmp_path)
+    with pipeline.together():
+        pipeline.emit("exit1-ctl", "eas.alarm", {"direction": "out"})
+        time.sleep(0.6)  # a vendor driver awaiting a device inside the block
+    assert pipeline.wait_committed(5)
+    assert re.search(r"a driver's together\(\) block was open for \d+\.\d s: every "
+                     r"device's events waited for it; keep it short, with no await inside",
+                     caplog.text)
+    pipeline.stop()
     buffer.close()
