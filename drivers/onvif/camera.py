@@ -158,7 +158,11 @@ class Camera:
     async def _call(self, awaitable: Awaitable[T], *, timeout: float | None = None,
                     fault_reason: str = PROTOCOL) -> T:
         try:
-            return await asyncio.wait_for(awaitable, timeout or self.request_timeout)
+            # Not asyncio.wait_for: on Python 3.11 it returns the result, and loses the
+            # cancellation, when a stop meets a request that has just been answered (a camera
+            # that answers every pull at once), and the driver never stops.
+            async with asyncio.timeout(timeout or self.request_timeout):
+                return await awaitable
         except asyncio.CancelledError:
             raise
         except Exception as err:

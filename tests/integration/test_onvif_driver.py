@@ -295,3 +295,21 @@ async def test_camera_that_misreads_relative_times_gets_absolute_ones_on_its_clo
         camera.motion(True)
         await h.wait_for("camera.motion")
         assert camera.requests["CreatePullPointSubscription"] == 1
+
+
+async def test_a_stop_that_meets_an_answered_request_still_stops_the_driver():
+    """A camera that answers every pull at once: the agent's stop can arrive just as a request
+    is answered. asyncio.wait_for (Python 3.11) then returned the answer and lost the
+    cancellation, and the driver pulled on (CI: "driver did not stop within 2.0 s")."""
+    from drivers.onvif.camera import Camera
+
+    cam = Camera("127.0.0.1", 1, "", "", request_timeout=5, lifetime=60, xml_max_bytes=10**6)
+    answered: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    request = asyncio.create_task(cam._call(answered))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the request is waiting for its answer
+    answered.set_result("PullMessagesResponse")
+    request.cancel()  # the stop, in the same turn of the loop
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    await cam.close()
