@@ -5,11 +5,14 @@ from __future__ import annotations
 import random
 import ssl
 from dataclasses import dataclass
+from typing import TypeVar
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config import MqttSection, read_secret
+
+C = TypeVar("C", bound=paho.Client)
 
 AUTH_REFUSED = {"Bad user name or password", "Not authorized", "Bad username or password"}
 
@@ -48,8 +51,9 @@ class Topics:
         return f"{self.root}/agent/response/{command}"
 
 
-def make_client(mqtt: MqttSection, client_id: str) -> paho.Client:
-    """A paho client (callback API v2) with protocol, TLS and credentials from ``mqtt``.
+def make_client(mqtt: MqttSection, client_id: str, cls: type[C]) -> C:
+    """A paho client (callback API v2, of class ``cls``) with protocol, TLS and credentials from
+    ``mqtt``.
 
     The password file is read on every call, so a corrected file is picked up on the next
     connection attempt without a restart.
@@ -59,7 +63,7 @@ def make_client(mqtt: MqttSection, client_id: str) -> paho.Client:
         ssl.SSLError, OSError: the TLS files cannot be loaded.
     """
     protocol = paho.MQTTv5 if mqtt.protocol == "5" else paho.MQTTv311
-    client = paho.Client(
+    client = cls(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=protocol,

@@ -25,6 +25,7 @@ from agent.credentials import EXPIRY_WARNING_DAYS, CredentialWatch, cert_days_le
 from agent.errors import ConfigError
 from agent.events import dumps
 from agent.mqtt import AUTH_REFUSED, Topics, broker_order, connect_args, make_client
+from agent.pahoclient import BlockReadClient
 from agent.watchdog import Heartbeat
 
 log = logging.getLogger(__name__)
@@ -221,8 +222,8 @@ class Publisher:
 
     # -- the publisher thread ------------------------------------------------------------------
 
-    def _new_client(self) -> paho.Client:
-        client = make_client(self.mqtt, self.client_id)
+    def _new_client(self) -> BlockReadClient:
+        client = make_client(self.mqtt, self.client_id, BlockReadClient)
         client.will_set(self.topics.availability, b"offline", qos=1, retain=True)
         client.max_inflight_messages_set(0)  # the window is ours: paho must never queue
         client.max_queued_messages_set(0)
@@ -330,7 +331,7 @@ class Publisher:
                         "file by itself)", self.mqtt.cert_file,
                         f"expires in {days:.0f} days" if days >= 0 else "has EXPIRED")
 
-    def _serve(self, client: paho.Client) -> str:
+    def _serve(self, client: BlockReadClient) -> str:
         """Run one connection until it ends: ``"stopped"``, ``"lost"`` (it had been accepted),
         ``"failed"`` (it never was) or ``"rotated"`` (credential files changed: closed by us)."""
         feed = _Feed(self, client)
@@ -349,9 +350,8 @@ class Publisher:
             sock: Any = client.socket()
             if sock is None:
                 return "lost" if was_connected else "failed"
-            timeout = SELECT_TIMEOUT
-            if isinstance(sock, ssl.SSLSocket) and sock.pending():
-                timeout = 0.0  # TLS: decrypted bytes already buffered, select() would not say
+            # bytes already read (in paho's block, or decrypted by TLS): select() would not say
+            timeout = 0.0 if client.pending() else SELECT_TIMEOUT
             try:
                 readable, writable, _ = select.select(
                     [sock, self._wake.fileno()], [sock] if client.want_write() else [], [],

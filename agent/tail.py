@@ -105,7 +105,7 @@ def tail(settings: Settings, *, raw: bool = False, count: int | None = None,
          timeout: float | None = None, states: bool = False) -> int:
     """Print events until interrupted (or ``count`` events, or ``timeout`` seconds)."""
     topics = Topics.of(settings.mqtt, settings.agent.store_id)
-    client = make_client(settings.mqtt, f"agent-tail-{uuid.uuid4().hex[:8]}")
+    client = make_client(settings.mqtt, f"agent-tail-{uuid.uuid4().hex[:8]}", paho.Client)
     done = threading.Event()
     seen = 0
 

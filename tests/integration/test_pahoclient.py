@@ -1,0 +1,79 @@
+"""The publisher's paho client against a real mosquitto: every PUBACK taken, nothing read left idle."""
+
+from __future__ import annotations
+
+import select
+import time
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.pahoclient import BlockReadClient
+
+
+def connected(broker, protocol: int) -> BlockReadClient:
+    client = BlockReadClient(CallbackAPIVersion.VERSION2, client_id=f"block-{protocol}",
+                             protocol=protocol)
+    client.max_inflight_messages_set(0)
+    client.connect(broker.host, broker.port)
+    drive(client, lambda: client.is_connected(), "CONNACK")
+    return client
+
+
+def drive(client: BlockReadClient, until, what: str, timeout: float = 10.0) -> None:
+    """The publisher's loop: handle what is already read before waiting on the socket."""
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        sock = client.socket()
+        wait = 0.0 if client.pending() else 0.2
+        readable, writable, _ = select.select([sock], [sock] if client.want_write() else [], [],
+                                              wait)
+        if sock in readable or wait == 0.0:
+            assert client.loop_read() == paho.MQTT_ERR_SUCCESS
+        if sock in writable:
+            assert client.loop_write() == paho.MQTT_ERR_SUCCESS
+
+
+@pytest.mark.parametrize("protocol", [paho.MQTTv5, paho.MQTTv311], ids=["mqtt5", "mqtt311"])
+def test_every_puback_of_a_burst_is_taken_once_with_its_reason(broker, protocol):
+    client = connected(broker, protocol)
+    acked: list[tuple[int, bool]] = []
+    client.on_publish = lambda c, u, mid, reason, props: acked.append((mid, reason.is_failure))
+    infos = [client.publish(f"t/{i % 7}", b"x" * (i % 300), qos=1) for i in range(3000)]
+    drive(client, lambda: len(acked) >= 3000, "3000 PUBACKs")
+    time.sleep(0.2)
+    drive(client, lambda: not client.pending(), "the rest read")
+    assert sorted(mid for mid, _ in acked) == sorted(info.mid for info in infos)
+    assert not any(failed for _, failed in acked)
+    assert all(info.is_published() for info in infos)
+    client.disconnect()
+
+
+def test_packets_read_in_one_block_are_handled_without_more_bytes_arriving(broker):
+    # Ten retained messages come right after the SUBACK, in one burst. paho handles one packet
+    # per loop_read when nothing is in flight: the rest sit in the client's block, where
+    # select() cannot see them. pending() must say so, or they wait for the next byte.
+    sender = paho.Client(CallbackAPIVersion.VERSION2, client_id="block-sender")
+    sender.connect(broker.host, broker.port)
+    sender.loop_start()
+    for i in range(10):
+        sender.publish(f"r/{i}", f"retained {i}".encode(), qos=1, retain=True).wait_for_publish(5)
+    sender.loop_stop()
+    sender.disconnect()
+
+    client = connected(broker, paho.MQTTv5)
+    got: list[bytes] = []
+    client.on_message = lambda c, u, msg: got.append(msg.payload)
+    client.subscribe("r/#", qos=0)
+    client.loop_write()
+    time.sleep(0.5)  # the SUBACK and all ten are in the socket now
+    assert client.loop_read() == paho.MQTT_ERR_SUCCESS
+    sock = client.socket()
+    assert len(got) < 10
+    assert client.pending()  # read into the block ...
+    assert select.select([sock], [], [], 0.2)[0] == []  # ... where select() does not see them
+    drive(client, lambda: len(got) == 10, "the ten retained messages", timeout=0.5)
+    assert sorted(got) == sorted(f"retained {i}".encode() for i in range(10))
+    client.disconnect()
