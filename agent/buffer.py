@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -196,6 +197,7 @@ class Buffer:
         self.ledger = SeqLedger(path)
         self.reserve = Reserve(path.with_name(path.name + ".reserve"), reserve_bytes)
         self._wal = Path(f"{path}-wal")
+        self._wal_name = str(self._wal)
         self._blocked: StorageUnavailable | None = None
         """Set while the WAL cannot be checkpointed: only deletes are written."""
         self._db: sqlite3.Connection | None = None
@@ -269,6 +271,7 @@ class Buffer:
         db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
         db.execute(f"PRAGMA journal_size_limit={WAL_PAGES * 4096}")
+        db.execute("PRAGMA secure_delete=FAST")  # Debian builds default to ON: see SECURE_DELETE
         return db
 
     def _open_db(self) -> None:
@@ -507,7 +510,7 @@ class Buffer:
 
     def _watch_wal(self) -> None:
         try:
-            size = self._wal.stat().st_size
+            size = os.stat(self._wal_name).st_size  # at every commit: no pathlib
         except OSError:
             return
         if size > WAL_LIMIT:

@@ -1,43 +1,65 @@
-"""paho's client for the publisher, without two per-message costs of a QoS 1 stream.
+"""paho's client for the publisher, without three per-message costs of a QoS 1 stream.
 
 paho reads a packet with one ``recv`` per byte of its fixed header and one for the rest: three
-system calls for every 4-byte PUBACK. And for every PUBACK it builds a ``ReasonCode`` and a
+system calls for every 4-byte PUBACK. For every PUBACK it builds a ``ReasonCode`` and a
 ``Properties``, each filling a dict of every name it knows, even when the PUBACK is the two
 bytes of a packet id that say success (every PUBACK of MQTT 3.1.1, and MQTT 5's usual one).
-Profiled on the Modbus workload of bench/peer_thingsboard.py, the PUBACK handling was a sixth
-of the agent's Python time (docs/performance.md).
+And it sends every packet with its own ``send()`` as it is queued. Profiled on the Modbus
+workload of bench/peer_thingsboard.py, the PUBACK handling alone was a sixth of the agent's
+Python time (docs/performance.md).
 
-This client reads the socket in blocks and answers a two-byte PUBACK with one shared success
-reason code and one shared empty ``Properties``. Everything else is paho's own code. It works
-on paho's private methods (``_sock_recv``, ``_handle_pubackcomp``), which are the same from
-paho 2.0 to 2.2: the floors run (scripts/check-floors) and the main run test both ends.
+This client reads the socket in blocks, joins the PUBLISH packets queued together into one
+``send()``, and answers a two-byte PUBACK with one shared success reason code and one shared
+empty ``Properties``. Everything else is paho's own code. It works on paho's private methods
+(``_sock_recv``, ``_packet_write``, ``_handle_pubackcomp``), which are the same from paho 2.0
+to 2.2: the floors run (scripts/check-floors) and the main run test both ends.
 
-Its loop must be driven by hand and must ask ``pending()`` before it waits on the socket:
-bytes already read into the block are not seen by ``select()`` (as with TLS's own buffer).
+Its loop must be driven by hand: it must call ``loop_write()`` when ``want_write()`` says so
+(nothing is sent before), and ask ``pending()`` before it waits on the socket: bytes already
+read into the block are not seen by ``select()`` (as with TLS's own buffer).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import paho.mqtt.client as paho
+from paho.mqtt.client import PUBLISH
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 RECV_BLOCK = 65536
 """Bytes asked of the socket per read: a PUBACK is 4, so one read takes many."""
+SEND_BLOCK = 65536
+"""PUBLISH packets queued together are joined into one ``send()`` up to about this size."""
 
 _PUBACK_SUCCESS = ReasonCode(PacketTypes.PUBACK)
 _NO_PROPERTIES = Properties(PacketTypes.PUBACK)
 
 
+def _watched(client: paho.Client, userdata: Any, sock: Any) -> None:
+    """paho's hook for a loop that watches the socket for writing: ours asks ``want_write()``."""
+
+
+def _joins(packet: Any) -> bool:
+    """A QoS 1 or 2 PUBLISH not yet begun: paho does nothing more once it is written."""
+    return (packet["command"] & 0xF0) == PUBLISH and packet["qos"] > 0 and packet["pos"] == 0
+
+
 class BlockReadClient(paho.Client):
-    """A ``paho.Client`` that reads in blocks and handles a plain PUBACK cheaply."""
+    """A ``paho.Client`` that reads in blocks, writes what is queued together in one ``send()``,
+    and handles a plain PUBACK cheaply."""
 
     _block = b""
     _at = 0
     _block_sock: object = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Without an outside loop paho sends every packet as it is queued, one send() each;
+        # with one, packets wait for loop_write(), which sends those queued together at once.
+        self.on_socket_register_write = _watched
 
     def pending(self) -> bool:
         """Bytes of the connection are read and waiting: handle them before ``select()``."""
@@ -57,6 +79,19 @@ class BlockReadClient(paho.Client):
         start = self._at
         self._at = min(start + bufsize, len(self._block))
         return self._block[start:self._at]
+
+    def _packet_write(self) -> paho.MQTTErrorCode:
+        queue = self._out_packet
+        if len(queue) > 1 and _joins(queue[0]) and _joins(queue[1]):
+            run = [queue.popleft()]
+            size = len(run[0]["packet"])
+            while queue and _joins(queue[0]) and size < SEND_BLOCK:
+                run.append(queue.popleft())
+                size += len(run[-1]["packet"])
+            data = b"".join(packet["packet"] for packet in run)
+            queue.appendleft({"command": PUBLISH, "mid": run[-1]["mid"], "qos": 1, "pos": 0,
+                              "to_process": len(data), "packet": data, "info": None})
+        return super()._packet_write()
 
     def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> paho.MQTTErrorCode:
         packet = self._in_packet["packet"]

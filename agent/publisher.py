@@ -358,7 +358,8 @@ class Publisher:
                     timeout)
             except (OSError, ValueError):
                 return "lost" if was_connected else "failed"
-            self._wake.clear()
+            if self._wake.fileno() in readable:  # else nothing to drain: a PUBACK woke us
+                self._wake.clear()
             rc = paho.MQTT_ERR_SUCCESS
             if sock in readable or timeout == 0.0:
                 rc = client.loop_read()

@@ -8,6 +8,7 @@ import time
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from support import Subscriber, wait_until
 
 from agent.pahoclient import BlockReadClient
 
@@ -37,11 +38,15 @@ def drive(client: BlockReadClient, until, what: str, timeout: float = 10.0) -> N
 
 
 @pytest.mark.parametrize("protocol", [paho.MQTTv5, paho.MQTTv311], ids=["mqtt5", "mqtt311"])
-def test_every_puback_of_a_burst_is_taken_once_with_its_reason(broker, protocol):
+def test_a_burst_arrives_whole_and_in_order_and_every_puback_is_taken_once(broker, protocol):
+    # Queued together, the PUBLISH packets go out joined (and partly sent when the socket is
+    # full); the PUBACKs come back read in blocks.
+    subscriber = Subscriber(broker, "t/#")
     client = connected(broker, protocol)
     acked: list[tuple[int, bool]] = []
     client.on_publish = lambda c, u, mid, reason, props: acked.append((mid, reason.is_failure))
-    infos = [client.publish(f"t/{i % 7}", b"x" * (i % 300), qos=1) for i in range(3000)]
+    payloads = [f"{i} ".encode() + b"x" * (i % 300) for i in range(3000)]
+    infos = [client.publish(f"t/{i % 7}", payload, qos=1) for i, payload in enumerate(payloads)]
     drive(client, lambda: len(acked) >= 3000, "3000 PUBACKs")
     time.sleep(0.2)
     drive(client, lambda: not client.pending(), "the rest read")
@@ -49,6 +54,9 @@ def test_every_puback_of_a_burst_is_taken_once_with_its_reason(broker, protocol)
     assert not any(failed for _, failed in acked)
     assert all(info.is_published() for info in infos)
     client.disconnect()
+    wait_until(lambda: len(subscriber.messages) >= 3000, 10, "3000 messages at the subscriber")
+    assert [m.payload for m in subscriber.messages] == payloads
+    subscriber.close()
 
 
 def test_packets_read_in_one_block_are_handled_without_more_bytes_arriving(broker):
