@@ -1,7 +1,8 @@
 """CPU per delivered event of the real agent, and of another checkout's agent alternated with it.
 
     .venv/bin/python bench/per_event_cpu.py [--agent-before ../before/.venv/bin/agent]
-        [--workload counters,replay] [--rounds 3] [--seconds 20]
+        [--workload counters,change,replay] [--rounds 3] [--seconds 20]
+        [--profile DIR [--py-spy PATH] | --syscalls DIR]
 
 Workloads (each against a mosquitto on 127.0.0.1 started here, ``synchronous = "full"``, log
 level info, events counted at a subscriber):
@@ -11,7 +12,14 @@ level info, events counted at a subscriber):
   unit polls every 100 ms, and ``on_increment`` makes one ``eas.alarm`` per count: 1,000
   events/s. Unlike bench/peer_thingsboard.py (``on_change``, every value an event), this
   exercises the counters the driver keeps across restarts.
+- ``change``: the same server and devices, but ``on_change`` makes one ``eas.people_count`` per
+  register read (every read a new value): bench/peer_thingsboard.py's workload, agent only.
 - ``replay``: the replay driver at 1,000 events/s (``eas.people_count``).
+
+``--profile DIR`` records each measured window with py-spy (``record --gil --threads``, raw
+stacks, ``pip install py-spy``) into DIR and prints where the Python time went;
+``--syscalls`` counts the agent's system calls in the window with ``strace -c -f`` (which
+slows the agent: its CPU figures are then not comparable).
 
 Each round runs every agent once per workload, in turn; the figures are the medians of the
 rounds and the ratio after / before. A checkout to compare with: ``git worktree add ../before
@@ -22,11 +30,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +77,10 @@ class Counters:
             for unit in range(1, UNITS + 1):
                 await server.async_setValues(unit, 3, 0, [count] * REGISTERS)
 
-    def devices(self) -> dict[str, Any]:
-        registers = [{"name": f"r{reg}", "table": "holding", "address": reg,
-                      "on_increment": {"type": "eas.alarm", "data": {"direction": "out"}}}
+    def devices(self, rule: str = "on_increment") -> dict[str, Any]:
+        event = ({"type": "eas.alarm", "data": {"direction": "out"}} if rule == "on_increment"
+                 else {"type": "eas.people_count", "field": "in", "data": {"out": 0}})
+        registers = [{"name": f"r{reg}", "table": "holding", "address": reg, rule: event}
                      for reg in range(REGISTERS)]
         return {f"u{unit}": {"driver": "modbus", "host": "127.0.0.1", "tcp_port": self.port,
                              "device_id": unit, "poll_interval": POLL_S, "registers": registers}
@@ -79,7 +92,7 @@ class Counters:
         self._loop.call_soon_threadsafe(self._loop.stop)
 
 
-class Counter:
+class Arrivals:
     """Events arriving at the broker (one subscriber, QoS 1)."""
 
     def __init__(self, broker: Broker) -> None:
@@ -98,8 +111,44 @@ class Counter:
         self.client.loop_stop()
 
 
-def measure(tmp: Path, broker: Broker, counter: Counter, agent_bin: str, devices: dict[str, Any],
-            seconds: float) -> dict[str, float]:
+def watcher(args: argparse.Namespace, pid: int, name: str) -> subprocess.Popen[bytes] | None:
+    """py-spy or strace on the agent for the measured window, as asked."""
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+        return subprocess.Popen(
+            [args.py_spy, "record", "--gil", "--threads", "--rate", "997", "--format", "raw",
+             "--duration", str(int(args.seconds)), "--pid", str(pid),
+             "--output", str(Path(args.profile) / f"{name}.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if args.syscalls:
+        Path(args.syscalls).mkdir(parents=True, exist_ok=True)
+        return subprocess.Popen(["strace", "-c", "-f", "-o", str(Path(args.syscalls) / name),
+                                 "-p", str(pid)], stderr=subprocess.DEVNULL)
+    return None
+
+
+def summary(raw: Path, top: int = 25) -> str:
+    """Share of the samples per thread and per function (inclusive), from py-spy's raw output."""
+    threads: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        frames = stack.split(";")
+        total += n
+        threads[frames[0].split(": ", 1)[-1]] += n
+        for frame in set(frames[1:]):
+            inclusive[frame] += n
+    lines = [f"{raw.name}: {total} samples"]
+    lines += [f"  thread {n / total:6.1%} {t}" for t, n in threads.most_common()]
+    lines += [f"  {n / total:6.1%} {f}" for f, n in inclusive.most_common(top)
+              if "threading.py" not in f and "asyncio/" not in f]
+    return "\n".join(lines)
+
+
+def measure(tmp: Path, broker: Broker, counter: Arrivals, agent_bin: str, devices: dict[str, Any],
+            seconds: float, args: argparse.Namespace, name: str) -> dict[str, float]:
     cfg = agent_config(tmp, broker, devices, buffer={"synchronous": "full"})
     del cfg["agent"]["status_interval"]  # the product's default, not the tests' 2 s
     agent = AgentProcess(tmp, cfg)
@@ -108,12 +157,19 @@ def measure(tmp: Path, broker: Broker, counter: Counter, agent_bin: str, devices
     assert agent.proc is not None
     try:
         time.sleep(5)  # warm-up: imports, connections, the counters' first reads
+        watch = watcher(args, agent.proc.pid, name)
         c0, n0, t0 = cpu_seconds(agent.proc.pid), counter.events, time.monotonic()
         time.sleep(seconds)
         c1, n1, t1 = cpu_seconds(agent.proc.pid), counter.events, time.monotonic()
         rss = mib(agent.proc.pid, "VmHWM")
+        if watch is not None:
+            if args.syscalls:
+                watch.send_signal(signal.SIGINT)  # strace -c prints its table when interrupted
+            watch.wait(30)
     finally:
         agent.stop(30)
+    if args.profile:
+        print(summary(Path(args.profile) / f"{name}.txt"), flush=True)
     return {"cpu_per_1000": (c1 - c0) / (n1 - n0) * 1000, "events_per_s": (n1 - n0) / (t1 - t0),
             "peak_rss": rss}
 
@@ -125,17 +181,21 @@ def main() -> int:
     parser.add_argument("--workload", default="counters,replay")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--profile", metavar="DIR", help="py-spy each window into DIR")
+    parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy",
+                        help="the py-spy command")
+    parser.add_argument("--syscalls", metavar="DIR", help="strace -c each window into DIR")
     args = parser.parse_args()
     agents = {"after": AGENT_BIN}
     if args.agent_before:
         agents = {"before": str(Path(args.agent_before).resolve()), **agents}
     tmp = Path(tempfile.mkdtemp(prefix="bench-per-event-"))
     broker = Broker(tmp / "broker").start()
-    counter = Counter(broker)
+    counter = Arrivals(broker)
     server = Counters()
     replay = write_jsonl(tmp / "rec.jsonl", [{"type": "eas.people_count",
                                               "data": {"in": i, "out": 0}} for i in range(1000)])
-    workloads = {"counters": server.devices(),
+    workloads = {"counters": server.devices(), "change": server.devices("on_change"),
                  "replay": {"r1": {"driver": "replay", "file": str(replay), "rate": RATE,
                                    "loop": True}}}
     chosen = [w.strip() for w in args.workload.split(",")]
@@ -145,7 +205,7 @@ def main() -> int:
             for work in chosen:
                 for name, agent_bin in agents.items():
                     row = measure(tmp / f"{work}-{name}-{r}", broker, counter, agent_bin,
-                                  workloads[work], args.seconds)
+                                  workloads[work], args.seconds, args, f"{work}-{name}-{r + 1}")
                     results.setdefault((work, name), []).append(row)
                     print(f"round {r + 1} {work} {name}: {row['cpu_per_1000']:.3f} s CPU per "
                           f"1,000 events, {row['events_per_s']:,.0f} events/s, peak RSS "
