@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import signal
 import subprocess
 import termios
 import threading
@@ -20,6 +21,9 @@ from test_selftest import config, exit1, start
 
 def _controlling_terminal() -> None:  # in the child, after setsid: Ctrl-C on the pty is SIGINT
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    # ... and SIGINT does what it does for a command typed at a shell, even when these tests run
+    # in the background of a non-interactive shell (`.ci/run &`), which starts them ignoring it
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class Terminal:
