@@ -10,9 +10,11 @@ Python time (docs/performance.md).
 
 This client reads the socket in blocks, joins the PUBLISH packets queued together into one
 ``send()``, and answers a two-byte PUBACK with one shared success reason code and one shared
-empty ``Properties``. Everything else is paho's own code. It works on paho's private methods
-(``_sock_recv``, ``_packet_write``, ``_handle_pubackcomp``), which are the same from paho 2.0
-to 2.2: the floors run (scripts/check-floors) and the main run test both ends.
+empty ``Properties``. Everything else is paho's own code. It overrides paho's private methods
+``_sock_recv``, ``_packet_write`` and ``_handle_pubackcomp``; their signatures, and what they
+use (``_in_packet["packet"]``, ``_out_packet``'s dicts, ``_out_messages``, ``_do_on_publish``),
+are the same in paho 2.0.0 and 2.2.0: the floors run (scripts/check-floors) and the main run
+test both ends.
 
 Its loop must be driven by hand: it must call ``loop_write()`` when ``want_write()`` says so
 (nothing is sent before), and ask ``pending()`` before it waits on the socket: bytes already
