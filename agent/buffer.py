@@ -196,8 +196,7 @@ class Buffer:
         self._on_dropped = on_dropped
         self.ledger = SeqLedger(path)
         self.reserve = Reserve(path.with_name(path.name + ".reserve"), reserve_bytes)
-        self._wal = Path(f"{path}-wal")
-        self._wal_name = str(self._wal)
+        self._wal = f"{path}-wal"
         self._blocked: StorageUnavailable | None = None
         """Set while the WAL cannot be checkpointed: only deletes are written."""
         self._db: sqlite3.Connection | None = None
@@ -510,7 +509,7 @@ class Buffer:
 
     def _watch_wal(self) -> None:
         try:
-            size = os.stat(self._wal_name).st_size  # at every commit: no pathlib
+            size = os.stat(self._wal).st_size
         except OSError:
             return
         if size > WAL_LIMIT:

@@ -358,7 +358,7 @@ class Publisher:
                     timeout)
             except (OSError, ValueError):
                 return "lost" if was_connected else "failed"
-            if self._wake.fileno() in readable:  # else nothing to drain: a PUBACK woke us
+            if self._wake.fileno() in readable:  # else there is nothing to drain
                 self._wake.clear()
             rc = paho.MQTT_ERR_SUCCESS
             if sock in readable or timeout == 0.0:

@@ -67,12 +67,11 @@ class Reserve:
 
     def __init__(self, path: Path, size: int) -> None:
         self.path = path
-        self._name = str(path)
         self.size = size
 
     @property
     def held(self) -> bool:
-        return os.path.exists(self._name)  # asked at every commit: no pathlib
+        return os.path.exists(self.path)
 
     def make(self) -> bool:
         """True when the reserve is in place (made now if there is room) or turned off."""
