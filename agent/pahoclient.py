@@ -8,17 +8,16 @@ And it sends every packet with its own ``send()`` as it is queued. Profiled on t
 workload of bench/peer_thingsboard.py, the PUBACK handling was 22 % of the agent's Python
 time, 15 % the two objects alone (docs/performance.md).
 
-This client reads the socket in blocks, joins the PUBLISH packets queued together into one
-``send()``, and answers a two-byte PUBACK with one shared success reason code and one shared
-empty ``Properties``. Everything else is paho's own code. It overrides paho's private methods
-``_sock_recv``, ``_packet_write`` and ``_handle_pubackcomp``; their signatures, and what they
-use (``_in_packet["packet"]``, ``_out_packet``'s dicts, ``_out_messages``, ``_do_on_publish``),
-are the same in paho 2.0.0 and 2.2.0: the floors run (scripts/check-floors) and the main run
-test both ends.
+This client reads the socket in blocks (and handles every packet of a block before
+``loop_read()`` returns, so ``select()`` on the socket stays true to what is left), joins the
+PUBLISH packets queued together into one ``send()``, and answers a two-byte PUBACK with one
+shared success reason code and one shared empty ``Properties``. Everything else is paho's own
+code. It overrides the public ``loop_read`` and paho's private ``_sock_recv``, ``_packet_write``
+and ``_handle_pubackcomp``; their signatures, and what they use (``_in_packet["packet"]``,
+``_out_packet``'s dicts, ``_out_messages``, ``_do_on_publish``), are the same in paho 2.0.0 and
+2.2.0: the floors run (scripts/check-floors) and the main run test both ends.
 
-Its loop must be driven by hand: it must call ``loop_write()`` when ``want_write()`` says so
-(nothing is sent before), and ask ``pending()`` before it waits on the socket: bytes already
-read into the block are not seen by ``select()`` (as with TLS's own buffer).
+Its loop must call ``loop_write()`` when ``want_write()`` says so: nothing is sent before.
 """
 
 from __future__ import annotations
@@ -63,14 +62,14 @@ class BlockReadClient(paho.Client):
         # with one, packets wait for loop_write(), which sends those queued together at once.
         self.on_socket_register_write = _watched
 
-    def pending(self) -> bool:
-        """Bytes of the connection are read and waiting: handle them before ``select()``."""
-        sock = self._sock
-        if sock is None:
-            return False
-        if self._block_sock is sock and self._at < len(self._block):
-            return True
-        return bool(getattr(sock, "pending", lambda: 0)())  # TLS: decrypted, not yet taken
+    def loop_read(self, max_packets: int = 1) -> paho.MQTTErrorCode:
+        # paho stops after max_packets (one when nothing is in flight); what is left of the
+        # block would wait for the socket's next bytes, as select() cannot see it
+        rc = super().loop_read(max_packets)
+        while (rc == paho.MQTT_ERR_SUCCESS and self._sock is not None
+               and self._block_sock is self._sock and self._at < len(self._block)):
+            rc = super().loop_read(max_packets)
+        return rc
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._block_sock is not self._sock or self._at >= len(self._block):

@@ -331,7 +331,7 @@ class Publisher:
                         "file by itself)", self.mqtt.cert_file,
                         f"expires in {days:.0f} days" if days >= 0 else "has EXPIRED")
 
-    def _serve(self, client: BlockReadClient) -> str:
+    def _serve(self, client: paho.Client) -> str:
         """Run one connection until it ends: ``"stopped"``, ``"lost"`` (it had been accepted),
         ``"failed"`` (it never was) or ``"rotated"`` (credential files changed: closed by us)."""
         feed = _Feed(self, client)
@@ -350,8 +350,9 @@ class Publisher:
             sock: Any = client.socket()
             if sock is None:
                 return "lost" if was_connected else "failed"
-            # bytes already read (in paho's block, or decrypted by TLS): select() would not say
-            timeout = 0.0 if client.pending() else SELECT_TIMEOUT
+            timeout = SELECT_TIMEOUT
+            if isinstance(sock, ssl.SSLSocket) and sock.pending():
+                timeout = 0.0  # TLS: decrypted bytes already buffered, select() would not say
             try:
                 readable, writable, _ = select.select(
                     [sock, self._wake.fileno()], [sock] if client.want_write() else [], [],
