@@ -186,6 +186,8 @@ def main() -> int:
                         help="the py-spy command")
     parser.add_argument("--syscalls", metavar="DIR", help="strace -c each window into DIR")
     args = parser.parse_args()
+    if args.profile and not shutil.which(args.py_spy):
+        parser.error(f"--profile needs py-spy ({args.py_spy!r} not found): pip install py-spy")
     agents = {"after": AGENT_BIN}
     if args.agent_before:
         agents = {"before": str(Path(args.agent_before).resolve()), **agents}
